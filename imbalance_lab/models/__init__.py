@@ -1,0 +1,5 @@
+"""CNN backbones (SPEC §4) and the classifier that puts a head on them."""
+
+from .classifier import BACKBONES, Classifier, build_model
+
+__all__ = ["BACKBONES", "Classifier", "build_model"]

@@ -1,0 +1,42 @@
+"""Backbone -> optional embedding projection -> head. Input is normalised here, so the trainer feeds
+raw pixel values scaled to [0, 1]."""
+
+import torch
+from torch import nn
+
+from .cnn import ConvNet
+from .resnet import ResNet32
+
+BACKBONES = {
+    "cnn_mnist": lambda in_ch: ConvNet(in_ch, widths=((32,), (64,), (128,))),
+    # cnn_mnist's shape on 3-channel input: cheap enough to train on a CPU
+    "cnn_small": lambda in_ch: ConvNet(in_ch, widths=((32,), (64,), (128,))),
+    "cnn_cifar": lambda in_ch: ConvNet(in_ch, widths=((64, 64, 64), (128, 128, 128), (256, 256, 256))),
+    "resnet32": lambda in_ch: ResNet32(in_ch),
+}
+
+
+class Classifier(nn.Module):
+    def __init__(self, backbone: nn.Module, num_classes: int, mean, std, embedding_dim: int | None = None):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+        self.backbone = backbone
+        dim = backbone.out_features
+        # A low-dimensional embedding (e.g. 2-D, for scatter plots); BatchNorm keeps it normalised for the head.
+        self.embed = (
+            nn.Sequential(nn.Linear(dim, embedding_dim), nn.BatchNorm1d(embedding_dim))
+            if embedding_dim else nn.Identity()
+        )
+        self.embedding_dim = embedding_dim or dim
+        self.head = nn.Linear(self.embedding_dim, num_classes)
+
+    def features(self, x):
+        return self.embed(self.backbone((x - self.mean) / self.std))
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+def build_model(name: str, in_channels: int, num_classes: int, mean, std, embedding_dim=None) -> Classifier:
+    return Classifier(BACKBONES[name](in_channels), num_classes, mean, std, embedding_dim)

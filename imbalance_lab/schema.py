@@ -1,0 +1,257 @@
+"""Typed config schemas, registered in Hydra's ConfigStore.
+
+Types are checked by OmegaConf when the config is composed (``data.imbalance=abc`` fails there).
+Value ranges are checked in ``__post_init__``, which runs when :func:`validate` turns the composed
+config into these dataclasses — before any data is loaded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+
+class ConfigError(ValueError):
+    """A config value outside its allowed range; the message is one line: key, value, what is allowed."""
+
+    def __init__(self, key: str, value: Any, allowed: str):
+        super().__init__(f"{key}={value!r} is not allowed: {allowed}")
+        self.key, self.value, self.allowed = key, value, allowed
+
+
+def check(ok: bool, key: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(key, value, allowed)
+
+
+def one_of(key: str, value: Any, choices) -> None:
+    check(value in choices, key, value, "one of " + ", ".join(map(str, choices)))
+
+
+# ----------------------------------------------------------------------------- data
+SOURCES = ("mnist", "cifar10", "cifar100", "synthetic")
+PROFILES = ("none", "exp", "step", "reduce")
+TEST_POLICIES = ("balanced", "reduced")
+# Per-source facts needed to reject a bad profile before any data is loaded.
+SOURCE_NUM_CLASSES = {"mnist": 10, "cifar10": 10, "cifar100": 100}
+SOURCE_MAX_TRAIN_PER_CLASS = {"mnist": 6742, "cifar10": 5000, "cifar100": 500}
+
+
+@dataclass
+class SyntheticConfig:
+    """Generated data for fast tests: class-dependent patterns plus noise."""
+
+    num_classes: int = 10
+    train_per_class: int = 500
+    test_per_class: int = 100
+    image_size: int = 32
+    channels: int = 3
+    seed: int = 0
+
+    def __post_init__(self):
+        check(self.num_classes >= 2, "data.synthetic.num_classes", self.num_classes, "an integer >= 2")
+        for key in ("train_per_class", "test_per_class", "image_size", "channels"):
+            value = getattr(self, key)
+            check(value >= 1, f"data.synthetic.{key}", value, "an integer >= 1")
+
+
+@dataclass
+class DataConfig:
+    """One generic builder: source x classes kept x imbalance profile x test policy."""
+
+    name: str = MISSING
+    source: str = MISSING
+    root: Optional[str] = None  # offline mirror folder; falls back to $IMBALANCE_LAB_DATA
+    download_dir: Optional[str] = None  # where torchvision downloads go; default ~/.cache/imbalance_lab
+    classes: Optional[list[int]] = None  # source labels kept (relabelled 0..K-1 in this order); None = all
+    profile: str = "none"
+    imbalance: float = 1.0  # r >= 1: ratio of the largest to the smallest class
+    reduced_classes: list[int] = field(default_factory=list)  # profile=reduce: source labels that are reduced
+    n_max: Optional[int] = None  # reference per-class train count; None = largest per-class count available
+    test_policy: str = "balanced"
+    test_n_max: Optional[int] = None  # test_policy=reduced: reference per-class test count
+    subset_seed: int = 0
+    val_fraction: float = 0.0
+    augment: bool = True  # random crop (pad 4) + horizontal flip, batched on the device
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+    def __post_init__(self):
+        one_of("data.source", self.source, SOURCES)
+        one_of("data.profile", self.profile, PROFILES)
+        one_of("data.test_policy", self.test_policy, TEST_POLICIES)
+        check(self.imbalance >= 1, "data.imbalance", self.imbalance, "a number >= 1")
+        check(0 <= self.val_fraction < 1, "data.val_fraction", self.val_fraction, "a number in [0, 1)")
+        if self.classes is not None:
+            check(len(self.classes) >= 2 and len(set(self.classes)) == len(self.classes),
+                  "data.classes", self.classes, "at least two distinct class labels, or null for all")
+        if self.profile == "reduce":
+            check(len(self.reduced_classes) > 0, "data.reduced_classes", self.reduced_classes,
+                  "a non-empty list of class labels when data.profile=reduce")
+            kept = self.classes
+            if kept is not None:
+                check(set(self.reduced_classes) <= set(kept), "data.reduced_classes", self.reduced_classes,
+                      f"labels among data.classes={kept}")
+        for key in ("n_max", "test_n_max"):
+            value = getattr(self, key)
+            check(value is None or value >= 1, f"data.{key}", value, "null or an integer >= 1")
+        if self.profile != "none":
+            # The smallest class keeps floor(n_ref / r) images (train), floor(test_n_max / r) (reduced test).
+            n_ref = self.n_max or self.max_train_per_class
+            limit = min(n_ref, self.test_n_max) if self.test_policy == "reduced" and self.test_n_max else n_ref
+            check(self.imbalance <= limit, "data.imbalance", self.imbalance,
+                  f"at most {limit} for {self.name} (a larger ratio leaves the smallest class with no image)")
+
+    @property
+    def max_train_per_class(self) -> int:
+        if self.source == "synthetic":
+            return self.synthetic.train_per_class
+        return SOURCE_MAX_TRAIN_PER_CLASS[self.source]
+
+    @property
+    def num_classes(self) -> int:
+        if self.classes is not None:
+            return len(self.classes)
+        return self.synthetic.num_classes if self.source == "synthetic" else SOURCE_NUM_CLASSES[self.source]
+
+
+# ----------------------------------------------------------------------------- model
+MODELS = ("cnn_mnist", "cnn_cifar", "cnn_small", "resnet32")
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    embedding_dim: Optional[int] = None  # e.g. 2: a projection before the head, for feature scatter plots
+
+    def __post_init__(self):
+        one_of("model.name", self.name, MODELS)
+        check(self.embedding_dim is None or self.embedding_dim >= 1, "model.embedding_dim",
+              self.embedding_dim, "null or an integer >= 1")
+
+
+# ----------------------------------------------------------------------------- losses
+@dataclass
+class LossConfig:
+    name: str = MISSING
+
+
+@dataclass
+class CELossConfig(LossConfig):
+    name: str = "ce"
+
+
+@dataclass
+class WeightedCELossConfig(LossConfig):
+    name: str = "weighted_ce"
+    power: float = 1.0  # w_c ∝ n_c^(-power)
+
+    def __post_init__(self):
+        one_of("loss.power", self.power, (1.0, 0.5))
+
+
+@dataclass
+class FocalLossConfig(LossConfig):
+    name: str = "focal"
+    gamma: float = 2.0
+    alpha: Optional[list[float]] = None  # per-class weights α_c; None = 1 for every class
+
+    def __post_init__(self):
+        check(self.gamma >= 0, "loss.gamma", self.gamma, "a number >= 0")
+        if self.alpha is not None:
+            check(all(a >= 0 for a in self.alpha), "loss.alpha", self.alpha, "null or non-negative weights")
+
+
+# ----------------------------------------------------------------------------- optimiser
+OPTIMIZERS = ("adam", "sgd")
+SCHEDULES = ("constant", "multistep", "cosine")
+
+
+@dataclass
+class OptimConfig:
+    name: str = MISSING
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.9  # sgd only
+    nesterov: bool = False  # sgd only
+    schedule: str = "constant"
+    milestones: list[int] = field(default_factory=list)  # multistep: epochs where lr *= gamma
+    gamma: float = 0.1
+    warmup_epochs: int = 0  # linear warm-up from lr/warmup_epochs, per step
+
+    def __post_init__(self):
+        one_of("optim.name", self.name, OPTIMIZERS)
+        one_of("optim.schedule", self.schedule, SCHEDULES)
+        check(self.lr > 0, "optim.lr", self.lr, "a number > 0")
+        check(self.weight_decay >= 0, "optim.weight_decay", self.weight_decay, "a number >= 0")
+        check(0 <= self.momentum < 1, "optim.momentum", self.momentum, "a number in [0, 1)")
+        check(self.gamma > 0, "optim.gamma", self.gamma, "a number > 0")
+        check(self.warmup_epochs >= 0, "optim.warmup_epochs", self.warmup_epochs, "an integer >= 0")
+        check(all(m > 0 for m in self.milestones), "optim.milestones", self.milestones, "positive epochs")
+
+
+# ----------------------------------------------------------------------------- trainer
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = 20
+    batch_size: int = 128
+    eval_every: int = 5  # evaluate every k epochs, and always after the last
+    device: str = "auto"
+    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    channels_last: bool = True  # on CUDA
+    compile: bool = False  # torch.compile the model (CUDA)
+    progress: bool = True  # tqdm bar
+
+    def __post_init__(self):
+        check(self.epochs >= 1, "trainer.epochs", self.epochs, "an integer >= 1")
+        check(self.batch_size >= 2, "trainer.batch_size", self.batch_size, "an integer >= 2")
+        check(self.eval_every >= 1, "trainer.eval_every", self.eval_every, "an integer >= 1")
+        one_of("trainer.device", self.device, DEVICES)
+        if self.device == "cuda":
+            import torch
+
+            check(torch.cuda.is_available(), "trainer.device", self.device,
+                  "cuda needs a visible CUDA GPU (none found); use auto or cpu")
+
+
+@dataclass
+class Config:
+    data: DataConfig = MISSING
+    model: ModelConfig = MISSING
+    loss: Any = MISSING  # one of the LossConfig subclasses, chosen by the loss group
+    optim: OptimConfig = MISSING
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    seed: int = 0
+
+    def __post_init__(self):
+        alpha = getattr(self.loss, "alpha", None)
+        if alpha is not None:
+            check(len(alpha) == self.data.num_classes, "loss.alpha", alpha,
+                  f"null or one weight per class ({self.data.num_classes} for data={self.data.name})")
+
+
+LOSS_SCHEMAS = {"ce": CELossConfig, "weighted_ce": WeightedCELossConfig, "focal": FocalLossConfig}
+
+
+def register_configs() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="config_schema", node=Config)
+    cs.store(group="schema/data", name="data", node=DataConfig)
+    cs.store(group="schema/model", name="model", node=ModelConfig)
+    cs.store(group="schema/optim", name="optim", node=OptimConfig)
+    for name, node in LOSS_SCHEMAS.items():
+        cs.store(group="schema/loss", name=name, node=node)
+
+
+def validate(cfg: DictConfig) -> Config:
+    """Range-check the composed config (raises :class:`ConfigError`) and return it as dataclasses."""
+    try:
+        return OmegaConf.to_object(cfg)
+    except OmegaConfBaseException as exc:  # e.g. a mandatory value left missing
+        raise ConfigError(getattr(exc, "full_key", "?"), getattr(exc, "value", None), str(exc).splitlines()[0])

@@ -1,0 +1,5 @@
+"""Device-resident training: data on the device as uint8, batched augmentation, a short loop."""
+
+from .trainer import TrainingFailed, evaluate, fit, resolve_device
+
+__all__ = ["TrainingFailed", "evaluate", "fit", "resolve_device"]

@@ -1,0 +1,109 @@
+"""The training loop. The split is already on the device as uint8; each step draws a batch by index,
+augments it there, and runs forward/backward (bf16 autocast and channels_last on CUDA). The only host
+syncs are one per epoch (the epoch loss, which is also the NaN check) and evaluation."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .augment import random_crop_flip
+from .optim import build_optimizer, build_scheduler
+
+
+class TrainingFailed(RuntimeError):
+    """Training cannot go on (e.g. the loss became NaN); the message is the reason recorded."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def to_float_batch(x_uint8: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    x = x_uint8.float().div_(255)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+@torch.no_grad()
+def evaluate(model, loss_fn, x: torch.Tensor, y: torch.Tensor, *, amp: bool, channels_last: bool,
+             batch_size: int = 1000) -> dict[str, np.ndarray]:
+    """Predictions on a device-resident split: true labels, predicted labels, softmax of the class scores."""
+    model.eval()
+    scores = []
+    for i in range(0, len(y), batch_size):
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = model(to_float_batch(x[i:i + batch_size], channels_last))
+        scores.append(loss_fn.scores(logits.float()))
+    probs = torch.cat(scores).softmax(dim=1) if scores else torch.empty(0, loss_fn.num_classes)
+    return {"y_true": y.cpu().numpy(), "y_pred": probs.argmax(1).cpu().numpy(), "probs": probs.cpu().numpy()}
+
+
+def fit(model, loss_fn, x: torch.Tensor, y: torch.Tensor, *, trainer_cfg, optim_cfg, augment: bool,
+        generator: torch.Generator, on_eval: Callable[[int], dict] | None = None) -> list[dict]:
+    """Train in place; returns the per-epoch history. ``on_eval(epoch)`` runs every ``eval_every`` epochs
+    and after the last one, and its dict is merged into that epoch's record."""
+    device = x.device
+    cuda = device.type == "cuda"
+    amp = trainer_cfg.amp and cuda
+    channels_last = trainer_cfg.channels_last and cuda
+    n = len(y)
+    batch_size = min(trainer_cfg.batch_size, n)
+    steps = n // batch_size  # the incomplete last batch is dropped; the permutation changes every epoch
+    epochs = trainer_cfg.epochs
+
+    optimizer = build_optimizer(param_groups(model, loss_fn, optim_cfg.weight_decay), optim_cfg)
+    scheduler = build_scheduler(optimizer, steps, epochs, optim_cfg)
+    step_fn = torch.compile(model) if trainer_cfg.compile else model
+
+    history = []
+    bar = tqdm(total=epochs * steps, unit="step", disable=not trainer_cfg.progress, dynamic_ncols=True)
+    for epoch in range(epochs):
+        bar.set_description(f"epoch {epoch + 1}/{epochs}")
+        loss_fn.start_epoch(epoch)
+        model.train()
+        t0 = time.perf_counter()
+        perm = torch.randperm(n, device=device, generator=generator)
+        loss_sum = torch.zeros((), device=device)
+        for i in range(steps):
+            idx = perm[i * batch_size:(i + 1) * batch_size]
+            xb = x[idx]
+            if augment:
+                xb = random_crop_flip(xb, generator=generator)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                logits = step_fn(to_float_batch(xb, channels_last))
+            loss = loss_fn(logits, y[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            loss_sum += loss.detach()
+            bar.update()
+        epoch_loss = loss_sum.item() / steps
+        seconds = time.perf_counter() - t0
+        if not math.isfinite(epoch_loss):
+            bar.close()
+            raise TrainingFailed(f"training loss became {epoch_loss} in epoch {epoch + 1}")
+        record = {"epoch": epoch + 1, "loss": epoch_loss, "lr": optimizer.param_groups[0]["lr"],
+                  "seconds": seconds, "images_per_s": steps * batch_size / seconds}
+        if on_eval is not None and ((epoch + 1) % trainer_cfg.eval_every == 0 or epoch + 1 == epochs):
+            record.update(on_eval(epoch))
+        history.append(record)
+        bar.set_postfix(loss=f"{epoch_loss:.4f}", img_s=f"{record['images_per_s']:.0f}",
+                        **{k: f"{v:.4f}" for k, v in record.items() if k.endswith("macro_f1")})
+    bar.close()
+    return history
+
+
+def param_groups(model, loss_fn, weight_decay: float) -> list[dict]:
+    """All trainable parameters of the model and the loss; those flagged ``no_weight_decay`` get none."""
+    params = [p for p in [*model.parameters(), *loss_fn.parameters()] if p.requires_grad]
+    decay = [p for p in params if not getattr(p, "no_weight_decay", False)]
+    no_decay = [p for p in params if getattr(p, "no_weight_decay", False)]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
