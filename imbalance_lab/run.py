@@ -14,6 +14,7 @@ from .data import build_split
 from .losses import build_loss
 from .metrics import compute_metrics, format_report, plot_confusion
 from .models import build_model
+from .plots import plot_embedding
 from .runfolder import METRICS_FILE, library_versions, save_npz_atomic, write_json_atomic
 from .schema import Config
 from .train import TrainingFailed, evaluate, fit, resolve_device
@@ -53,11 +54,12 @@ def run_experiment(cfg: Config, out_dir: Path, resolved_config: dict) -> dict:
     if split.note:
         log.warning("dataset note: %s", split.note)
 
+    loss_fn = build_loss(cfg.loss, split.class_counts["train"])
     model = build_model(cfg.model.name, split.in_channels, split.num_classes, split.mean, split.std,
-                        cfg.model.embedding_dim).to(device)
+                        cfg.model.embedding_dim, make_head=loss_fn.make_head).to(device)
+    loss_fn.to(device)
     if device.type == "cuda" and cfg.trainer.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    loss_fn = build_loss(cfg.loss, split.class_counts["train"]).to(device)
 
     def on_device(x, y):
         return torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
@@ -88,7 +90,8 @@ def run_experiment(cfg: Config, out_dir: Path, resolved_config: dict) -> dict:
     t_train = time.perf_counter()
     try:
         history = fit(model, loss_fn, train_x, train_y, trainer_cfg=cfg.trainer, optim_cfg=cfg.optim,
-                      augment=cfg.data.augment, generator=generator, on_eval=on_eval)
+                      augment=cfg.data.augment, generator=generator, sampler=cfg.sampler,
+                      on_eval=on_eval)
     except TrainingFailed as exc:
         status, reason = "failed", str(exc)
         log.error("run failed: %s", reason)
@@ -97,8 +100,8 @@ def run_experiment(cfg: Config, out_dir: Path, resolved_config: dict) -> dict:
     payload = {
         "status": status,
         "reason": reason,
-        "headline": "last-epoch test metrics" + (" (CIFAR-10 JPEG q75 copy)" if "lossy" in split.note.lower()
-                                                  else ""),
+        "headline": "last-epoch test metrics",
+        "dataset": split.description,
         "test": last["test"][1] if status == "done" else None,
         "val": last["val"][1] if status == "done" and "val" in last else None,
         "best_on_validation": best_val or None,
@@ -116,8 +119,18 @@ def run_experiment(cfg: Config, out_dir: Path, resolved_config: dict) -> dict:
     payload.update(loss_fn.extra_metrics())
     if status == "done":
         pred, metrics = last["test"]
+        arrays = {}
+        if cfg.model.embedding_dim == 2:
+            x, y = eval_sets["test"]
+            arrays["features"] = evaluate(model, loss_fn, x, y, amp=amp, channels_last=channels_last,
+                                          with_features=True)["features"]
+            centres = getattr(model.head, "centres", None)
+            plot_embedding(arrays["features"], pred["y_true"], split.class_names, out_dir / "embedding.png",
+                           title=f"{split.description}: test embeddings, {cfg.loss.name}",
+                           centres=None if centres is None else centres.detach().float().cpu().numpy(),
+                           centres_per_class=getattr(model.head, "m", 1))
         save_npz_atomic(out_dir / "predictions.npz", y_true=pred["y_true"], y_pred=pred["y_pred"],
-                        probs=pred["probs"], test_indices=split.indices["test"])
+                        probs=pred["probs"], test_indices=split.indices["test"], **arrays)
         plot_confusion(np.array(metrics["confusion_matrix"]), split.class_names, out_dir / "confusion.png",
                        title=f"{cfg.data.name} r={cfg.data.imbalance:g} {cfg.loss.name} (test, last epoch)")
         log.info("\n%s", format_report(metrics))

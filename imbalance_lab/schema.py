@@ -8,7 +8,7 @@ config into these dataclasses — before any data is loaded.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -65,15 +65,15 @@ class DataConfig:
 
     name: str = MISSING
     source: str = MISSING
-    root: Optional[str] = None  # offline mirror folder; falls back to $IMBALANCE_LAB_DATA
-    download_dir: Optional[str] = None  # where torchvision downloads go; default ~/.cache/imbalance_lab
-    classes: Optional[list[int]] = None  # source labels kept (relabelled 0..K-1 in this order); None = all
+    root: str | None = None  # offline mirror folder; falls back to $IMBALANCE_LAB_DATA
+    download_dir: str | None = None  # where torchvision downloads go; default ~/.cache/imbalance_lab
+    classes: list[int] | None = None  # source labels kept (relabelled 0..K-1 in this order); None = all
     profile: str = "none"
     imbalance: float = 1.0  # r >= 1: ratio of the largest to the smallest class
     reduced_classes: list[int] = field(default_factory=list)  # profile=reduce: source labels that are reduced
-    n_max: Optional[int] = None  # reference per-class train count; None = largest per-class count available
+    n_max: int | None = None  # reference per-class train count; None = largest per-class count available
     test_policy: str = "balanced"
-    test_n_max: Optional[int] = None  # test_policy=reduced: reference per-class test count
+    test_n_max: int | None = None  # test_policy=reduced: reference per-class test count
     subset_seed: int = 0
     val_fraction: float = 0.0
     augment: bool = True  # random crop (pad 4) + horizontal flip, batched on the device
@@ -125,7 +125,7 @@ MODELS = ("cnn_mnist", "cnn_cifar", "cnn_small", "resnet32")
 @dataclass
 class ModelConfig:
     name: str = MISSING
-    embedding_dim: Optional[int] = None  # e.g. 2: a projection before the head, for feature scatter plots
+    embedding_dim: int | None = None  # e.g. 2: a projection before the head, for feature scatter plots
 
     def __post_init__(self):
         one_of("model.name", self.name, MODELS)
@@ -136,7 +136,16 @@ class ModelConfig:
 # ----------------------------------------------------------------------------- losses
 @dataclass
 class LossConfig:
+    """Fields every loss has: deferred re-weighting (DRW, Cao et al. 2019) of its per-sample losses."""
+
     name: str = MISSING
+    drw_epoch: int | None = None  # 1-based epoch from which class-balanced weights apply; None = never
+    drw_beta: float = 0.9999  # β of the DRW weights w_c ∝ (1 − β) / (1 − β^{n_c})
+
+    def __post_init__(self):
+        check(self.drw_epoch is None or self.drw_epoch >= 1, "loss.drw_epoch", self.drw_epoch,
+              "null or an integer >= 1 (1-based epoch)")
+        check(0 <= self.drw_beta < 1, "loss.drw_beta", self.drw_beta, "a number in [0, 1)")
 
 
 @dataclass
@@ -150,6 +159,7 @@ class WeightedCELossConfig(LossConfig):
     power: float = 1.0  # w_c ∝ n_c^(-power)
 
     def __post_init__(self):
+        super().__post_init__()
         one_of("loss.power", self.power, (1.0, 0.5))
 
 
@@ -157,12 +167,82 @@ class WeightedCELossConfig(LossConfig):
 class FocalLossConfig(LossConfig):
     name: str = "focal"
     gamma: float = 2.0
-    alpha: Optional[list[float]] = None  # per-class weights α_c; None = 1 for every class
+    alpha: list[float] | None = None  # per-class weights α_c; None = 1 for every class
 
     def __post_init__(self):
+        super().__post_init__()
         check(self.gamma >= 0, "loss.gamma", self.gamma, "a number >= 0")
         if self.alpha is not None:
             check(all(a >= 0 for a in self.alpha), "loss.alpha", self.alpha, "null or non-negative weights")
+
+
+CB_BASES = ("softmax", "sigmoid", "focal")
+
+
+@dataclass
+class CBLossConfig(LossConfig):
+    name: str = "cb"
+    beta: float = 0.9999  # w_c ∝ (1 − β) / (1 − β^{n_c}); 0 = unweighted
+    base: str = "softmax"  # softmax | sigmoid | focal
+    gamma: float = 1.0  # focal base only
+
+    def __post_init__(self):
+        super().__post_init__()
+        check(0 <= self.beta < 1, "loss.beta", self.beta, "a number in [0, 1)")
+        one_of("loss.base", self.base, CB_BASES)
+        check(self.gamma >= 0, "loss.gamma", self.gamma, "a number >= 0")
+
+
+@dataclass
+class AffinityLossConfig(LossConfig):
+    name: str = "affinity"
+    m: int = 1  # centres per class
+    sigma: float = 10.0  # Gaussian spread: d = exp(−‖f − w‖² / σ)
+    lam: float = 0.75  # margin λ
+    reg_weight: float = 1.0  # weight of the centre-spread regulariser R
+
+    def __post_init__(self):
+        super().__post_init__()
+        check(self.m >= 1, "loss.m", self.m, "an integer >= 1")
+        check(self.sigma > 0, "loss.sigma", self.sigma, "a number > 0")
+        check(self.lam >= 0, "loss.lam", self.lam, "a number >= 0")
+        check(self.reg_weight >= 0, "loss.reg_weight", self.reg_weight, "a number >= 0")
+
+
+@dataclass
+class LogitAdjustedLossConfig(LossConfig):
+    name: str = "logit_adjusted"
+    tau: float = 1.0  # τ; 0 = plain CE, 1 = Balanced Softmax
+    posthoc: bool = False  # true: train plain CE, predict argmax(z − τ log π)
+
+    def __post_init__(self):
+        super().__post_init__()
+        check(self.tau >= 0, "loss.tau", self.tau, "a number >= 0")
+
+
+@dataclass
+class LDAMLossConfig(LossConfig):
+    name: str = "ldam"
+    max_margin: float = 0.5  # largest margin Δ_c (the rarest class)
+    s: float = 30.0  # scale of the cosine logits
+
+    def __post_init__(self):
+        super().__post_init__()
+        check(self.max_margin > 0, "loss.max_margin", self.max_margin, "a number > 0")
+        check(self.s > 0, "loss.s", self.s, "a number > 0")
+
+
+@dataclass
+class DebiasedLossConfig(LossConfig):
+    name: str = "debiased"
+    lam: float = 0.5  # λ: CE(z + λ log q̂, y)
+    momentum: float = 0.999  # μ of the running mean q̂ of softmax(z)
+    debias_scores: bool = False  # true: predict argmax(z − λ log q̂) instead of argmax z
+
+    def __post_init__(self):
+        super().__post_init__()
+        check(self.lam >= 0, "loss.lam", self.lam, "a number >= 0")
+        check(0 <= self.momentum < 1, "loss.momentum", self.momentum, "a number in [0, 1)")
 
 
 # ----------------------------------------------------------------------------- optimiser
@@ -227,16 +307,27 @@ class Config:
     loss: Any = MISSING  # one of the LossConfig subclasses, chosen by the loss group
     optim: OptimConfig = MISSING
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    sampler: str = "uniform"  # uniform | oversample | undersample | sqrt (see train/samplers.py)
     seed: int = 0
 
     def __post_init__(self):
+        one_of("sampler", self.sampler, ("uniform", "oversample", "undersample", "sqrt"))
         alpha = getattr(self.loss, "alpha", None)
         if alpha is not None:
             check(len(alpha) == self.data.num_classes, "loss.alpha", alpha,
                   f"null or one weight per class ({self.data.num_classes} for data={self.data.name})")
 
 
-LOSS_SCHEMAS = {"ce": CELossConfig, "weighted_ce": WeightedCELossConfig, "focal": FocalLossConfig}
+LOSS_SCHEMAS = {
+    "ce": CELossConfig,
+    "weighted_ce": WeightedCELossConfig,
+    "focal": FocalLossConfig,
+    "cb": CBLossConfig,
+    "affinity": AffinityLossConfig,
+    "logit_adjusted": LogitAdjustedLossConfig,
+    "ldam": LDAMLossConfig,
+    "debiased": DebiasedLossConfig,
+}
 
 
 def register_configs() -> None:

@@ -2,8 +2,20 @@
 
 A loss is built once per run from its config and ``class_counts`` (training images per class, from the
 whole training split, never from a batch). Besides ``forward(logits, targets) -> mean loss`` it may
-override ``scores`` (how logits become predictions, e.g. post-hoc logit adjustment) and ``start_epoch``
-(schedules such as deferred re-weighting).
+override ``make_head`` (the model's last layer, e.g. affinity centres or a cosine head), ``scores`` (how
+logits become predictions, e.g. post-hoc logit adjustment), ``start_epoch`` (schedules) and
+``extra_metrics`` (loss state kept in the run's metrics file).
+
+Every loss computes per-sample losses l_i and reduces them with :meth:`ImbalanceLoss.reduce`, which
+implements deferred re-weighting (DRW; Cao et al., "Learning Imbalanced Datasets with Label-Distribution-
+Aware Margin Loss", NeurIPS 2019) for all of them:
+
+    before epoch ``drw_epoch`` (1-based):  L = mean_i l_i
+    from epoch ``drw_epoch`` on:           L = mean_i w_{y_i} l_i,  w_c = (1 − β) / (1 − β^{n_c}), Σ_c w_c = C
+
+with β = ``drw_beta`` (Cui et al. 2019 effective-number weights). The weighted batch loss is the plain
+mean over the batch (like ``weighted_ce`` and ``cb``), not Σ w l / Σ w as ``F.cross_entropy(weight=...)``
+in Cao's code computes it.
 """
 
 from __future__ import annotations
@@ -11,7 +23,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-LOSSES: dict[str, type["ImbalanceLoss"]] = {}
+from .weights import effective_number_weights
+
+LOSSES: dict[str, type[ImbalanceLoss]] = {}
 
 
 def register(name: str):
@@ -27,17 +41,32 @@ class ImbalanceLoss(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.register_buffer("class_counts", class_counts.float())
+        self.drw_epoch = getattr(cfg, "drw_epoch", None)
+        self.drw_active = False
+        beta = getattr(cfg, "drw_beta", 0.9999)
+        self.register_buffer("drw_weights", effective_number_weights(class_counts, beta))
 
     @property
     def num_classes(self) -> int:
         return self.class_counts.numel()
 
+    def make_head(self, in_features: int, num_classes: int) -> nn.Module:
+        """The model's last layer this loss expects; a loss that needs the head's parameters keeps it."""
+        return nn.Linear(in_features, num_classes)
+
     def scores(self, logits: torch.Tensor) -> torch.Tensor:
-        """Class scores used for prediction; argmax gives the predicted class."""
+        """Class scores used for prediction: argmax gives the predicted class, softmax the probabilities."""
         return logits
 
     def start_epoch(self, epoch: int) -> None:
-        """Called before each training epoch (0-based)."""
+        """Called before each training epoch (0-based). Subclasses that override it call super()."""
+        self.drw_active = self.drw_epoch is not None and epoch + 1 >= self.drw_epoch
+
+    def reduce(self, per_sample: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Batch loss from per-sample losses: the mean, weighted by the DRW class weights once DRW is on."""
+        if self.drw_active:
+            return (self.drw_weights[targets] * per_sample).mean()
+        return per_sample.mean()
 
     def extra_metrics(self) -> dict:
         """Loss state worth keeping in the run's metrics file (e.g. a running class-prior estimate)."""

@@ -1,4 +1,4 @@
-"""Cross-entropy: L = −log p_y, p = softmax(z)."""
+"""Cross-entropy: L = −log p_y, p = softmax(z). With DRW off this is exactly ``F.cross_entropy``."""
 
 import torch.nn.functional as F
 
@@ -8,4 +8,4 @@ from .base import ImbalanceLoss, register
 @register("ce")
 class CrossEntropy(ImbalanceLoss):
     def forward(self, logits, targets):
-        return F.cross_entropy(logits.float(), targets)
+        return self.reduce(F.cross_entropy(logits.float(), targets, reduction="none"), targets)

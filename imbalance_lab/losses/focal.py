@@ -24,4 +24,4 @@ class FocalLoss(ImbalanceLoss):
     def forward(self, logits, targets):
         log_p = F.log_softmax(logits.float(), dim=1).gather(1, targets[:, None]).squeeze(1)
         one_minus_p = (-torch.expm1(log_p)).clamp_min(torch.finfo(log_p.dtype).tiny)
-        return (-self.alpha[targets] * one_minus_p.pow(self.gamma) * log_p).mean()
+        return self.reduce(-self.alpha[targets] * one_minus_p.pow(self.gamma) * log_p, targets)

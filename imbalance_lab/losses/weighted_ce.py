@@ -1,18 +1,16 @@
 """Inverse-frequency weighted cross-entropy: L = w_y · (−log p_y), w_c ∝ n_c^(−power), Σ_c w_c = C.
 
 power=1 weights by 1/n_c, power=0.5 by 1/√n_c (the "square-root" re-weighting common in the long-tail
-literature, e.g. Mahajan et al. 2018). The batch loss is the plain mean of w_y·CE over the batch.
+literature, e.g. Mahajan et al. 2018). The batch loss is the plain mean of w_y·CE over the batch (DRW,
+if configured, multiplies its own weights on top).
 """
 
-import torch
 import torch.nn.functional as F
 
 from .base import ImbalanceLoss, register
+from .weights import inverse_frequency_weights
 
-
-def inverse_frequency_weights(counts: torch.Tensor, power: float) -> torch.Tensor:
-    w = counts.double().pow(-power)
-    return (w * len(w) / w.sum()).float()
+__all__ = ["WeightedCrossEntropy", "inverse_frequency_weights"]
 
 
 @register("weighted_ce")
@@ -23,4 +21,4 @@ class WeightedCrossEntropy(ImbalanceLoss):
 
     def forward(self, logits, targets):
         per_sample = F.cross_entropy(logits.float(), targets, reduction="none")
-        return (self.weights[targets] * per_sample).mean()
+        return self.reduce(self.weights[targets] * per_sample, targets)

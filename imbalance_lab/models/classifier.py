@@ -17,7 +17,8 @@ BACKBONES = {
 
 
 class Classifier(nn.Module):
-    def __init__(self, backbone: nn.Module, num_classes: int, mean, std, embedding_dim: int | None = None):
+    def __init__(self, backbone: nn.Module, num_classes: int, mean, std, embedding_dim: int | None = None,
+                 head: nn.Module | None = None):
         super().__init__()
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
@@ -29,7 +30,7 @@ class Classifier(nn.Module):
             if embedding_dim else nn.Identity()
         )
         self.embedding_dim = embedding_dim or dim
-        self.head = nn.Linear(self.embedding_dim, num_classes)
+        self.head = head if head is not None else nn.Linear(self.embedding_dim, num_classes)
 
     def features(self, x):
         return self.embed(self.backbone((x - self.mean) / self.std))
@@ -38,5 +39,10 @@ class Classifier(nn.Module):
         return self.head(self.features(x))
 
 
-def build_model(name: str, in_channels: int, num_classes: int, mean, std, embedding_dim=None) -> Classifier:
-    return Classifier(BACKBONES[name](in_channels), num_classes, mean, std, embedding_dim)
+def build_model(name: str, in_channels: int, num_classes: int, mean, std, embedding_dim=None,
+                make_head=None) -> Classifier:
+    """``make_head(in_features, num_classes)`` builds the head (the loss decides: linear, affinity, cosine)."""
+    backbone = BACKBONES[name](in_channels)
+    dim = embedding_dim or backbone.out_features
+    head = make_head(dim, num_classes) if make_head else None
+    return Classifier(backbone, num_classes, mean, std, embedding_dim, head)

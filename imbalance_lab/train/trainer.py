@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from .augment import random_crop_flip
 from .optim import build_optimizer, build_scheduler
+from .samplers import epoch_indices, epoch_size
 
 
 class TrainingFailed(RuntimeError):
@@ -33,29 +34,38 @@ def to_float_batch(x_uint8: torch.Tensor, channels_last: bool) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate(model, loss_fn, x: torch.Tensor, y: torch.Tensor, *, amp: bool, channels_last: bool,
-             batch_size: int = 1000) -> dict[str, np.ndarray]:
-    """Predictions on a device-resident split: true labels, predicted labels, softmax of the class scores."""
+             batch_size: int = 1000, with_features: bool = False) -> dict[str, np.ndarray]:
+    """Predictions on a device-resident split: true labels, predicted labels, softmax of the class scores
+    (and the features entering the head, if asked)."""
     model.eval()
-    scores = []
+    scores, features = [], []
     for i in range(0, len(y), batch_size):
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
-            logits = model(to_float_batch(x[i:i + batch_size], channels_last))
+            f = model.features(to_float_batch(x[i:i + batch_size], channels_last))
+            logits = model.head(f)
         scores.append(loss_fn.scores(logits.float()))
-    probs = torch.cat(scores).softmax(dim=1) if scores else torch.empty(0, loss_fn.num_classes)
-    return {"y_true": y.cpu().numpy(), "y_pred": probs.argmax(1).cpu().numpy(), "probs": probs.cpu().numpy()}
+        if with_features:
+            features.append(f.float())
+    probs = torch.cat(scores).softmax(dim=1)
+    out = {"y_true": y.cpu().numpy(), "y_pred": probs.argmax(1).cpu().numpy(), "probs": probs.cpu().numpy()}
+    if with_features:
+        out["features"] = torch.cat(features).cpu().numpy()
+    return out
 
 
 def fit(model, loss_fn, x: torch.Tensor, y: torch.Tensor, *, trainer_cfg, optim_cfg, augment: bool,
-        generator: torch.Generator, on_eval: Callable[[int], dict] | None = None) -> list[dict]:
+        generator: torch.Generator, sampler: str = "uniform",
+        on_eval: Callable[[int], dict] | None = None) -> list[dict]:
     """Train in place; returns the per-epoch history. ``on_eval(epoch)`` runs every ``eval_every`` epochs
     and after the last one, and its dict is merged into that epoch's record."""
     device = x.device
     cuda = device.type == "cuda"
     amp = trainer_cfg.amp and cuda
     channels_last = trainer_cfg.channels_last and cuda
-    n = len(y)
+    class_counts = torch.bincount(y, minlength=loss_fn.num_classes)
+    n = epoch_size(sampler, class_counts.tolist())
     batch_size = min(trainer_cfg.batch_size, n)
-    steps = n // batch_size  # the incomplete last batch is dropped; the permutation changes every epoch
+    steps = n // batch_size  # the incomplete last batch is dropped; the draw changes every epoch
     epochs = trainer_cfg.epochs
 
     optimizer = build_optimizer(param_groups(model, loss_fn, optim_cfg.weight_decay), optim_cfg)
@@ -69,10 +79,10 @@ def fit(model, loss_fn, x: torch.Tensor, y: torch.Tensor, *, trainer_cfg, optim_
         loss_fn.start_epoch(epoch)
         model.train()
         t0 = time.perf_counter()
-        perm = torch.randperm(n, device=device, generator=generator)
+        order = epoch_indices(sampler, y, class_counts, generator)
         loss_sum = torch.zeros((), device=device)
         for i in range(steps):
-            idx = perm[i * batch_size:(i + 1) * batch_size]
+            idx = order[i * batch_size:(i + 1) * batch_size]
             xb = x[idx]
             if augment:
                 xb = random_crop_flip(xb, generator=generator)
@@ -103,7 +113,8 @@ def fit(model, loss_fn, x: torch.Tensor, y: torch.Tensor, *, trainer_cfg, optim_
 
 def param_groups(model, loss_fn, weight_decay: float) -> list[dict]:
     """All trainable parameters of the model and the loss; those flagged ``no_weight_decay`` get none."""
-    params = [p for p in [*model.parameters(), *loss_fn.parameters()] if p.requires_grad]
+    # A loss may hold the model's head (affinity centres): count shared parameters once.
+    params = list({id(p): p for p in [*model.parameters(), *loss_fn.parameters()] if p.requires_grad}.values())
     decay = [p for p in params if not getattr(p, "no_weight_decay", False)]
     no_decay = [p for p in params if getattr(p, "no_weight_decay", False)]
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
