@@ -287,11 +287,14 @@ class TrainerConfig:
     channels_last: bool = True  # on CUDA
     compile: bool = False  # torch.compile the model (CUDA)
     progress: bool = True  # tqdm bar
+    bn_recalibration_batches: int = 20  # before each evaluation, BatchNorm statistics from k training batches
 
     def __post_init__(self):
         check(self.epochs >= 1, "trainer.epochs", self.epochs, "an integer >= 1")
         check(self.batch_size >= 2, "trainer.batch_size", self.batch_size, "an integer >= 2")
         check(self.eval_every >= 1, "trainer.eval_every", self.eval_every, "an integer >= 1")
+        check(self.bn_recalibration_batches >= 0, "trainer.bn_recalibration_batches",
+              self.bn_recalibration_batches, "an integer >= 0 (0 = keep the running averages)")
         one_of("trainer.device", self.device, DEVICES)
         if self.device == "cuda":
             import torch

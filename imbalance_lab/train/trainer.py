@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -53,6 +53,27 @@ def evaluate(model, loss_fn, x: torch.Tensor, y: torch.Tensor, *, amp: bool, cha
     return out
 
 
+@torch.no_grad()
+def recalibrate_batchnorm(model, x: torch.Tensor, batches: list[torch.Tensor], channels_last: bool, amp: bool):
+    """Recompute BatchNorm running statistics as plain averages over fixed training batches ("precise BN",
+    Wu & Johnson 2021). The exponential running averages lag badly while Adam moves the weights quickly
+    (seen here: 83% eval-mode vs 95% batch-statistics accuracy on MNIST after 100 steps); evaluation then
+    uses statistics of the final weights. Training images only, unaugmented like the evaluation inputs."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms or not batches:
+        return
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    model.train()
+    for idx in batches:
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+            model(to_float_batch(x[idx], channels_last))
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+
+
 def fit(model, loss_fn, x: torch.Tensor, y: torch.Tensor, *, trainer_cfg, optim_cfg, augment: bool,
         generator: torch.Generator, sampler: str = "uniform",
         on_eval: Callable[[int], dict] | None = None) -> list[dict]:
@@ -71,6 +92,8 @@ def fit(model, loss_fn, x: torch.Tensor, y: torch.Tensor, *, trainer_cfg, optim_
     optimizer = build_optimizer(param_groups(model, loss_fn, optim_cfg.weight_decay), optim_cfg)
     scheduler = build_scheduler(optimizer, steps, epochs, optim_cfg)
     step_fn = torch.compile(model) if trainer_cfg.compile else model
+    calibration = torch.randperm(len(y), device=device, generator=generator)
+    calibration = list(calibration[:trainer_cfg.bn_recalibration_batches * batch_size].split(batch_size))
 
     history = []
     bar = tqdm(total=epochs * steps, unit="step", disable=not trainer_cfg.progress, dynamic_ncols=True)
@@ -103,6 +126,7 @@ def fit(model, loss_fn, x: torch.Tensor, y: torch.Tensor, *, trainer_cfg, optim_
         record = {"epoch": epoch + 1, "loss": epoch_loss, "lr": optimizer.param_groups[0]["lr"],
                   "seconds": seconds, "images_per_s": steps * batch_size / seconds}
         if on_eval is not None and ((epoch + 1) % trainer_cfg.eval_every == 0 or epoch + 1 == epochs):
+            recalibrate_batchnorm(model, x, calibration, channels_last, amp)
             record.update(on_eval(epoch))
         history.append(record)
         bar.set_postfix(loss=f"{epoch_loss:.4f}", img_s=f"{record['images_per_s']:.0f}",
