@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .baselines import run_majority_only
 from .data import build_split
 from .losses import build_loss
 from .metrics import compute_metrics, format_report, plot_confusion
@@ -43,6 +44,10 @@ def device_info(device: torch.device) -> dict:
     return {"type": "cpu", "name": "cpu", "threads": torch.get_num_threads()}
 
 
+def method_label(cfg: Config) -> str:
+    return cfg.method if cfg.method != "supervised" else cfg.loss.name
+
+
 def run_experiment(cfg: Config, out_dir: Path, resolved_config: dict) -> dict:
     """Train and evaluate; writes ``metrics.json`` (status done or failed), predictions and plots."""
     started = time.time()
@@ -64,6 +69,7 @@ def run_experiment(cfg: Config, out_dir: Path, resolved_config: dict) -> dict:
     def on_device(x, y):
         return torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
 
+    save_npz_atomic(out_dir / "subset_indices.npz", **split.indices)
     train_x, train_y = on_device(split.train_x, split.train_y)
     eval_sets = {"test": on_device(split.test_x, split.test_y)}
     if len(split.val_y):
@@ -86,12 +92,18 @@ def run_experiment(cfg: Config, out_dir: Path, resolved_config: dict) -> dict:
                             test=headline(last["test"][1]))
         return record
 
-    status, reason, history = "done", None, []
+    status, reason, history, extra = "done", None, [], {}
     t_train = time.perf_counter()
     try:
-        history = fit(model, loss_fn, train_x, train_y, trainer_cfg=cfg.trainer, optim_cfg=cfg.optim,
-                      augment=cfg.data.augment, generator=generator, sampler=cfg.sampler,
-                      on_eval=on_eval)
+        if cfg.method == "majority_only":
+            pred, extra, history = run_majority_only(cfg, split, device, generator)
+            last["test"] = (pred, compute_metrics(pred["y_true"], pred["y_pred"], pred["probs"],
+                                                  split.class_counts["train"], split.class_names))
+        else:
+            history = fit(model, loss_fn, train_x, train_y, trainer_cfg=cfg.trainer, optim_cfg=cfg.optim,
+                          augment=cfg.data.augment, generator=generator, sampler=cfg.sampler,
+                          on_eval=on_eval)
+            extra = loss_fn.extra_metrics()
     except TrainingFailed as exc:
         status, reason = "failed", str(exc)
         log.error("run failed: %s", reason)
@@ -116,11 +128,11 @@ def run_experiment(cfg: Config, out_dir: Path, resolved_config: dict) -> dict:
         "train_images_per_s": float(np.mean([h["images_per_s"] for h in history])) if history else None,
         "versions": library_versions(),
     }
-    payload.update(loss_fn.extra_metrics())
+    payload.update(extra)
     if status == "done":
         pred, metrics = last["test"]
         arrays = {}
-        if cfg.model.embedding_dim == 2:
+        if cfg.model.embedding_dim == 2 and cfg.method == "supervised":
             x, y = eval_sets["test"]
             arrays["features"] = evaluate(model, loss_fn, x, y, amp=amp, channels_last=channels_last,
                                           with_features=True)["features"]
@@ -129,10 +141,12 @@ def run_experiment(cfg: Config, out_dir: Path, resolved_config: dict) -> dict:
                            title=f"{split.description}: test embeddings, {cfg.loss.name}",
                            centres=None if centres is None else centres.detach().float().cpu().numpy(),
                            centres_per_class=getattr(model.head, "m", 1))
+        if "scores" in pred:
+            arrays["scores"] = pred["scores"]
         save_npz_atomic(out_dir / "predictions.npz", y_true=pred["y_true"], y_pred=pred["y_pred"],
                         probs=pred["probs"], test_indices=split.indices["test"], **arrays)
         plot_confusion(np.array(metrics["confusion_matrix"]), split.class_names, out_dir / "confusion.png",
-                       title=f"{cfg.data.name} r={cfg.data.imbalance:g} {cfg.loss.name} (test, last epoch)")
+                       title=f"{cfg.data.name} r={cfg.data.imbalance:g} {method_label(cfg)} (test, last epoch)")
         log.info("\n%s", format_report(metrics))
     write_json_atomic(out_dir / METRICS_FILE, payload)
     log.info("%s in %.1f s (%.0f train images/s on %s) -> %s", status, payload["wall_seconds"],

@@ -3,6 +3,7 @@ interrupted run never leaves a file that looks finished; a sweep re-run skips fo
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -11,8 +12,34 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
+from omegaconf import OmegaConf
 
 METRICS_FILE = "metrics.json"
+MAX_DIRNAME_BYTES = 200  # file systems allow 255 bytes per path component
+
+
+def run_dirname(override_dirname: str) -> str:
+    """A sweep job's folder name (``hydra.sweep.subdir``): its overrides, as one safe path component.
+
+    ``/`` becomes ``%2F`` (a value cannot nest or escape folders), and a name too long for the file system
+    keeps its first ~190 bytes plus a hash of the whole, so the same overrides always map to the same folder
+    (what lets a re-run of a sweep skip finished runs). The full overrides are in ``.hydra/overrides.yaml``.
+    """
+    name = str(override_dirname).replace("/", "%2F")
+    raw = name.encode()
+    if len(raw) <= MAX_DIRNAME_BYTES:
+        return name
+    digest = hashlib.sha1(raw).hexdigest()[:12]
+    return raw[: MAX_DIRNAME_BYTES - 13].decode(errors="ignore") + "~" + digest
+
+
+def register_resolvers() -> None:
+    """``${run_dirname:...}`` for configs/hydra/default.yaml; registered when this module is imported."""
+    if not OmegaConf.has_resolver("run_dirname"):
+        OmegaConf.register_new_resolver("run_dirname", run_dirname)
+
+
+register_resolvers()
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -31,6 +58,14 @@ def _atomic_write(path: Path, write) -> None:
 
 def write_json_atomic(path: Path, obj) -> None:
     _atomic_write(path, lambda f: f.write(json.dumps(obj, indent=2, allow_nan=True).encode()))
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    _atomic_write(path, lambda f: f.write(data))
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    write_bytes_atomic(path, text.encode())
 
 
 def save_npz_atomic(path: Path, **arrays) -> None:

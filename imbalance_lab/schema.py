@@ -304,6 +304,23 @@ class TrainerConfig:
 
 
 @dataclass
+class MajorityOnlyConfig:
+    """``method=majority_only`` (article 000, remedy 1): anomaly detection trained on the majority class."""
+
+    threshold_quantile: float = 0.95  # of held-out majority training scores: ~5% false alarms on the majority
+    calibration_fraction: float = 0.1  # majority training images held out to set the threshold
+
+    def __post_init__(self):
+        check(0 < self.threshold_quantile < 1, "majority_only.threshold_quantile", self.threshold_quantile,
+              "a number in (0, 1)")
+        check(0 <= self.calibration_fraction < 1, "majority_only.calibration_fraction",
+              self.calibration_fraction, "a number in [0, 1)")
+
+
+METHODS = ("supervised", "majority_only")
+
+
+@dataclass
 class Config:
     data: DataConfig = MISSING
     model: ModelConfig = MISSING
@@ -311,10 +328,16 @@ class Config:
     optim: OptimConfig = MISSING
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     sampler: str = "uniform"  # uniform | oversample | undersample | sqrt (see train/samplers.py)
+    method: str = "supervised"  # or majority_only: train on the majority class alone, detect the minority
+    majority_only: MajorityOnlyConfig = field(default_factory=MajorityOnlyConfig)
     seed: int = 0
 
     def __post_init__(self):
         one_of("sampler", self.sampler, ("uniform", "oversample", "undersample", "sqrt"))
+        one_of("method", self.method, METHODS)
+        if self.method == "majority_only":
+            check(self.data.num_classes == 2, "method", self.method,
+                  f"two-class data (e.g. data=cifar2); data={self.data.name} has {self.data.num_classes} classes")
         alpha = getattr(self.loss, "alpha", None)
         if alpha is not None:
             check(len(alpha) == self.data.num_classes, "loss.alpha", alpha,

@@ -1,0 +1,261 @@
+"""Majority-only baseline for two-class data (article 000, remedy 1: learn from the majority class only).
+
+The anomaly-detection view of a two-class imbalanced problem: the majority class is "normal", the minority
+class "anomalous", and a model is built from the majority alone (in anomaly detection new kinds of anomaly
+can appear, so one does not draw a line between known examples of the two classes).
+
+1. Pretext task (Golan & El-Yaniv 2018; Hendrycks et al. 2019): a network from ``build_model(cfg.model.name,
+   ..., num_classes=4)`` learns, on the majority-class training images only, which of the rotations
+   0/90/180/270° was applied. Each batch of ``trainer.batch_size`` images (crop + flip first, when
+   ``data.augment``) is shown in all four rotations, so one step sees 4 x batch_size inputs.
+2. Density: a Gaussian (mean, Ledoit-Wolf shrunk covariance) fitted to ``model.features`` of the unrotated,
+   unaugmented majority training images. Anomaly score = Mahalanobis distance to it.
+3. Threshold = the q-quantile of the scores of held-out majority training images (q = ``threshold_quantile``,
+   default 0.95): with no anomalies to tune on, one fixes the false-alarm rate on the normal class in
+   advance, here about 1 - q = 5 % of majority images. Test images scoring above it are predicted as the
+   minority class. The held-out part (``calibration_fraction``, default 0.1, a seeded random subset of the
+   majority training images) is used neither by the network nor by the Gaussian: scores of the images a
+   model was fitted to are optimistic (the in-sample Mahalanobis distance of n points in d dimensions is
+   biased low, strongly when d is not small against n, and the network has been trained on them too), so a
+   threshold on in-sample scores can flag far more than 1 - q of unseen majority images (synthetic test
+   data, 200 images, d = 128: all of them). ``calibration_fraction=0`` gives that in-sample variant (the
+   threshold is then the quantile of the fit images' own scores).
+
+Nothing is set from test labels or minority training images: the minority training images are not used
+at all, not even for the input normalisation (mean/std are the majority images'). The threshold-free
+AUROC of the score on the test set is reported as well.
+
+``probs`` (used by the metrics only for ECE) is a pseudo-probability, not a calibrated one:
+p(minority) = sigmoid((score - threshold) / s), s = standard deviation of the held-out majority scores, so
+p = 0.5 exactly at the threshold and argmax(probs) agrees with the thresholded prediction.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.covariance import LedoitWolf
+from sklearn.metrics import roc_auc_score
+from tqdm.auto import tqdm
+
+from imbalance_lab.data.split import ImbalancedSplit, _channel_stats
+from imbalance_lab.models import build_model
+from imbalance_lab.schema import Config, ConfigError, check
+from imbalance_lab.train import TrainingFailed
+from imbalance_lab.train.augment import random_crop_flip
+from imbalance_lab.train.optim import build_optimizer, build_scheduler
+from imbalance_lab.train.trainer import to_float_batch
+
+log = logging.getLogger(__name__)
+
+DEFAULT_THRESHOLD_QUANTILE = 0.95
+DEFAULT_CALIBRATION_FRACTION = 0.1
+ROTATIONS = 4  # 0, 90, 180, 270 degrees
+
+
+def mahalanobis_scores(features: np.ndarray, mean: np.ndarray, precision: np.ndarray) -> np.ndarray:
+    """sqrt((f - mean)^T precision (f - mean)) for each row f of ``features``."""
+    d = np.asarray(features, np.float64) - mean
+    return np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", d, precision, d), 0.0))
+
+
+@dataclass
+class MahalanobisDetector:
+    """A Gaussian fitted to normal-class features and a threshold on the Mahalanobis distance to it."""
+
+    mean: np.ndarray
+    precision: np.ndarray
+    threshold: float
+    quantile: float
+    scale: float  # std of the held-out scores: the width of the pseudo-probability's sigmoid
+    shrinkage: float
+
+    @classmethod
+    def fit(cls, features: np.ndarray, quantile: float,
+            calibration_features: np.ndarray | None = None) -> MahalanobisDetector:
+        """Gaussian from ``features``; threshold = ``quantile`` of the scores of ``calibration_features``
+        (held-out normal images), or of ``features`` themselves when None."""
+        lw = LedoitWolf().fit(np.asarray(features, np.float64))
+        held_out = features if calibration_features is None else calibration_features
+        scores = mahalanobis_scores(held_out, lw.location_, lw.precision_)
+        return cls(lw.location_, lw.precision_, float(np.quantile(scores, quantile)), quantile,
+                   max(float(scores.std()), 1e-12), float(lw.shrinkage_))
+
+    def scores(self, features: np.ndarray) -> np.ndarray:
+        return mahalanobis_scores(features, self.mean, self.precision)
+
+    def anomaly_probability(self, scores: np.ndarray) -> np.ndarray:
+        """sigmoid((score - threshold) / scale), written with tanh so it never overflows."""
+        return 0.5 * (1.0 + np.tanh((scores - self.threshold) / (2.0 * self.scale)))
+
+
+def rotate_all(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The batch (N, C, H, W) in all four rotations, stacked: (4N, C, H, W), and the labels k of rot90 by k."""
+    images = torch.cat([torch.rot90(x, k, dims=(2, 3)) for k in range(ROTATIONS)])
+    labels = torch.arange(ROTATIONS, device=x.device).repeat_interleave(len(x))
+    return images, labels
+
+
+def train_rotation_model(cfg: Config, x: torch.Tensor, mean, std, generator: torch.Generator):
+    """Train a 4-way rotation classifier on the device-resident uint8 images ``x``; (model, history)."""
+    device = x.device
+    cuda = device.type == "cuda"
+    amp = cfg.trainer.amp and cuda
+    channels_last = cfg.trainer.channels_last and cuda
+    model = build_model(cfg.model.name, x.shape[1], ROTATIONS, mean, std, cfg.model.embedding_dim).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    n, epochs = len(x), cfg.trainer.epochs
+    batch_size = min(cfg.trainer.batch_size, n)
+    steps = n // batch_size  # the incomplete last batch is dropped; the permutation changes every epoch
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = build_optimizer([{"params": params, "weight_decay": cfg.optim.weight_decay}], cfg.optim)
+    scheduler = build_scheduler(optimizer, steps, epochs, cfg.optim)
+    step_fn = torch.compile(model) if cfg.trainer.compile else model
+
+    history = []
+    bar = tqdm(total=epochs * steps, unit="step", disable=not cfg.trainer.progress, dynamic_ncols=True)
+    for epoch in range(epochs):
+        bar.set_description(f"rotation epoch {epoch + 1}/{epochs}")
+        model.train()
+        t0 = time.perf_counter()
+        perm = torch.randperm(n, device=device, generator=generator)
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device)
+        for i in range(steps):
+            xb = x[perm[i * batch_size:(i + 1) * batch_size]]
+            if cfg.data.augment:
+                xb = random_crop_flip(xb, generator=generator)
+            xb, yb = rotate_all(xb)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                logits = step_fn(to_float_batch(xb, channels_last))
+            loss = F.cross_entropy(logits.float(), yb)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            loss_sum += loss.detach()
+            correct += (logits.detach().argmax(1) == yb).sum()
+            bar.update()
+        epoch_loss = loss_sum.item() / steps  # the one host sync per epoch, also the NaN check
+        seconds = time.perf_counter() - t0
+        if not math.isfinite(epoch_loss):
+            bar.close()
+            raise TrainingFailed(f"rotation-prediction loss became {epoch_loss} in epoch {epoch + 1}")
+        history.append({"epoch": epoch + 1, "loss": epoch_loss, "lr": optimizer.param_groups[0]["lr"],
+                        "seconds": seconds, "images_per_s": ROTATIONS * steps * batch_size / seconds,
+                        "rotation_accuracy": correct.item() / (ROTATIONS * steps * batch_size)})
+        bar.set_postfix(loss=f"{epoch_loss:.4f}", img_s=f"{history[-1]['images_per_s']:.0f}")
+    bar.close()
+    return model, history
+
+
+@torch.no_grad()
+def extract_features(model, x: torch.Tensor, *, amp: bool, channels_last: bool,
+                     batch_size: int = 1000) -> np.ndarray:
+    """``model.features`` (eval mode, no augmentation, no rotation) of uint8 images, float64 numpy."""
+    model.eval()
+    out = []
+    for i in range(0, len(x), batch_size):
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+            out.append(model.features(to_float_batch(x[i:i + batch_size], channels_last)).float())
+    return torch.cat(out).cpu().numpy().astype(np.float64)
+
+
+def configured(cfg: Config, key: str, default: float) -> float:
+    """``cfg.majority_only.<key>`` when the schema has that group, else the default."""
+    return float(getattr(getattr(cfg, "majority_only", None), key, default))
+
+
+def calibration_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(fit, calibration) indices into the n majority images: a seeded random round(fraction * n) held out
+    (at least 1 when fraction > 0), the rest for training; both sorted."""
+    n_cal = 0 if fraction == 0 else max(min(max(round(fraction * n), 1), n - 2), 0)
+    perm = np.random.default_rng([seed, 8]).permutation(n)
+    return np.sort(perm[n_cal:]), np.sort(perm[:n_cal])
+
+
+def run_majority_only(cfg: Config, split: ImbalancedSplit, device: torch.device, generator: torch.Generator,
+                      threshold_quantile: float | None = None,
+                      calibration_fraction: float | None = None) -> tuple[dict, dict, list[dict]]:
+    """Train on the majority class only, score the test set; (predictions, extra metrics, history).
+
+    predictions: ``y_true``, ``y_pred``, ``probs`` (N x 2 pseudo-probability, see the module docstring) as
+    :func:`imbalance_lab.train.evaluate` returns them, plus ``scores`` (the test anomaly scores).
+    ``threshold_quantile`` / ``calibration_fraction`` default to ``cfg.majority_only``'s, else 0.95 / 0.1.
+    """
+    if split.num_classes != 2:
+        raise ConfigError("method", "majority_only",
+                          f"two-class data (e.g. data=cifar2); this split has {split.num_classes} classes")
+    q = configured(cfg, "threshold_quantile", DEFAULT_THRESHOLD_QUANTILE) if threshold_quantile is None \
+        else threshold_quantile
+    check(0 < q < 1, "majority_only.threshold_quantile", q, "a number in (0, 1)")
+    cal = configured(cfg, "calibration_fraction", DEFAULT_CALIBRATION_FRACTION) if calibration_fraction is None \
+        else calibration_fraction
+    check(0 <= cal < 1, "majority_only.calibration_fraction", cal, "a number in [0, 1)")
+    check(split.train_x.shape[2] == split.train_x.shape[3], "method", "majority_only",
+          f"square images for the rotation pretext task (got {split.train_x.shape[2:]})")
+    counts = split.class_counts["train"]
+    majority = int(np.argmax(counts))  # the first class on a tie (r = 1)
+    minority = 1 - majority
+    names = split.class_names
+    x_major_np = split.train_x[split.train_y == majority]
+    fit_idx, cal_idx = calibration_split(len(x_major_np), cal, cfg.seed)
+    log.info("majority-only baseline: rotation pretext task + Gaussian on %d %s training images, threshold "
+             "on %d held-out ones; the %d %s (minority) training images are not used", len(fit_idx),
+             names[majority], len(cal_idx), counts[minority], names[minority])
+
+    amp = cfg.trainer.amp and device.type == "cuda"
+    channels_last = cfg.trainer.channels_last and device.type == "cuda"
+    x_fit = torch.from_numpy(x_major_np[fit_idx]).to(device)
+    mean, std = _channel_stats(x_major_np[fit_idx])  # of the majority images: the minority stays unseen
+    model, history = train_rotation_model(cfg, x_fit, mean, std, generator)
+
+    fit_features = extract_features(model, x_fit, amp=amp, channels_last=channels_last)
+    cal_features = extract_features(model, torch.from_numpy(x_major_np[cal_idx]).to(device), amp=amp,
+                                     channels_last=channels_last) if len(cal_idx) else None
+    detector = MahalanobisDetector.fit(fit_features, q, cal_features)
+    fit_scores = detector.scores(fit_features)
+    cal_scores = fit_scores if cal_features is None else detector.scores(cal_features)
+    test_x = torch.from_numpy(split.test_x).to(device)
+    scores = detector.scores(extract_features(model, test_x, amp=amp, channels_last=channels_last))
+    y_pred = np.where(scores > detector.threshold, minority, majority).astype(np.int64)
+    probs = np.empty((len(scores), 2), np.float32)
+    probs[:, minority] = detector.anomaly_probability(scores)
+    probs[:, majority] = 1.0 - probs[:, minority]
+
+    is_minority = split.test_y == minority
+    auroc = float(roc_auc_score(is_minority, scores)) if 0 < is_minority.sum() < len(is_minority) else None
+    extra = {"majority_only": {
+        "auroc": auroc,
+        "threshold": detector.threshold,
+        "threshold_quantile": q,
+        "calibration_fraction": cal,
+        # fractions of majority training images above the threshold: ~1 - q on the held-out ones by
+        # construction; on the fit images (in-sample) lower, which is why the threshold is not set there
+        "calibration_flag_rate": float(np.mean(cal_scores > detector.threshold)),
+        "fit_flag_rate": float(np.mean(fit_scores > detector.threshold)),
+        "majority_class": names[majority],
+        "minority_class": names[minority],
+        "train_images_used": len(x_major_np),
+        "fit_images": len(fit_idx),
+        "calibration_images": len(cal_idx),
+        "minority_train_images_unused": int(counts[minority]),
+        "score": "Mahalanobis distance of model.features to a Gaussian (Ledoit-Wolf) of the majority "
+                 "training images; the model learned 4-way rotation prediction on those images only",
+        "ledoit_wolf_shrinkage": detector.shrinkage,
+        "feature_dim": int(detector.mean.shape[0]),
+        "probs": "pseudo-probability sigmoid((score - threshold) / std of held-out scores), not calibrated",
+    }}
+    info = extra["majority_only"]
+    log.info("majority-only: threshold %.3f (q=%.2f) flags %.1f%% of the held-out and %.1f%% of the fit majority "
+             "training images; test AUROC %s", detector.threshold, q, 100 * info["calibration_flag_rate"],
+             100 * info["fit_flag_rate"], "n/a" if auroc is None else f"{auroc:.4f}")
+    pred = {"y_true": split.test_y.copy(), "y_pred": y_pred, "probs": probs, "scores": scores}
+    return pred, extra, history

@@ -1,0 +1,329 @@
+"""Sweeps: the summary report, failed runs, resume, the submitit and Optuna paths.
+
+Report unit tests build run folders by hand; the end-to-end tests run the real CLI in a subprocess on the
+tiny synthetic config (CPU, one epoch).
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from conftest import REPO, TINY, read_json
+from omegaconf import OmegaConf
+
+from imbalance_lab import report
+
+# TINY without its fixed ratio: the sweeps choose data.imbalance.
+BASE = [o for o in TINY if not o.startswith("data.imbalance=")]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+# ----------------------------------------------------------------------------- report on hand-made folders
+def make_run(sweep: Path, overrides: dict, status: str | None = "done", macro: float = 0.5, *,
+             classes: int = 2, reason: str | None = None, val: float | None = None) -> Path:
+    """A run folder as a sweep job leaves it: .hydra/{overrides,config}.yaml and (unless status is None)
+    metrics.json."""
+    name = ",".join(f"{k}={v}" for k, v in sorted(overrides.items()))
+    run = sweep / name
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"{k}={v}" for k, v in overrides.items()]))
+    loss = overrides.get("loss", "ce")
+    config = {"seed": int(overrides.get("seed", 0)), "loss": {"name": loss},
+              "data": {"name": "cifar2", "imbalance": float(overrides.get("data.imbalance", 1))}}
+    (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    if status is None:
+        return run
+    counts = [100, 10] if classes == 2 else [100, 50, 10, 10]
+    test = {"macro_f1": macro, "micro_f1": macro + 0.1, "accuracy": macro + 0.1, "balanced_accuracy": macro,
+            "minority_f1": macro - 0.1 if classes == 2 else None, "few_shot_acc": 0.2 if classes > 2 else None,
+            "per_class": [{"train_count": n, "f1": macro - 0.1 if n == min(counts) else macro + 0.1}
+                          for n in counts]}
+    metrics = {"status": status, "reason": reason, "headline": "last-epoch test metrics",
+               "test": test if status == "done" else None,
+               "val": {"macro_f1": val} if val is not None and status == "done" else None,
+               "history": [{"epoch": 1}], "epochs": 1, "wall_seconds": 1.5, "config": config,
+               "data": {"note": "CIFAR-10 lossy JPEG copy (q75)", "class_counts": {"train": counts}}}
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    return run
+
+
+@pytest.fixture
+def fake_sweep(tmp_path):
+    sweep = tmp_path / "sweep"
+    for gamma, base in (("1", 0.6), ("2", 0.7)):
+        for ratio, drop in (("10", 0.0), ("100", 0.2)):
+            for seed, jitter in (("0", 0.0), ("1", 0.1), ("2", 0.05)):
+                make_run(sweep, {"data.imbalance": ratio, "loss": "focal", "loss.gamma": gamma, "seed": seed},
+                         macro=base - drop + jitter)
+    return sweep
+
+
+def test_report_tidy_table_and_aggregate(fake_sweep):
+    result = report.write_report(fake_sweep)
+    runs, agg = result["runs"], result["aggregate"]
+    assert len(runs) == 12 and set(runs["status"]) == {"done"}
+    # method = loss + the overrides that vary, other than ratio and seed
+    assert set(runs["method"]) == {"focal gamma=1", "focal gamma=2"}
+    for column in ("run", "status", "reason", "data.imbalance", "loss.gamma", "override:loss", "override:seed",
+                   "imbalance_ratio", "seed", "test_macro_f1", "test_micro_f1", "test_minority_f1",
+                   "val_macro_f1", "epochs", "wall_seconds"):
+        assert column in runs.columns, column
+    assert len(agg) == 4 and list(agg["n"]) == [3, 3, 3, 3]
+    row = agg[(agg["method"] == "focal gamma=2") & (agg["imbalance_ratio"] == 100)].iloc[0]
+    values = [0.5, 0.6, 0.55]
+    assert row["test_macro_f1_median"] == pytest.approx(0.55)
+    assert row["test_macro_f1_mean"] == pytest.approx(sum(values) / 3)
+    assert row["test_macro_f1_sd"] == pytest.approx(pd.Series(values).std())
+    # the CSV files hold the same tables
+    assert len(pd.read_csv(fake_sweep / report.RUNS_CSV)) == 12
+    assert pd.read_csv(fake_sweep / report.AGGREGATE_CSV)["n"].tolist() == [3, 3, 3, 3]
+    for name in (report.MACRO_F1_PNG, report.MINORITY_PNG):
+        assert (fake_sweep / name).read_bytes().startswith(PNG_MAGIC)
+    assert not list(fake_sweep.glob(".*.tmp"))  # atomic writes leave no temp files
+
+
+def test_report_markdown_explains_the_numbers(fake_sweep):
+    report.write_report(fake_sweep)
+    text = (fake_sweep / report.SUMMARY_MD).read_text()
+    assert "last-epoch test metrics" in text
+    assert "Micro F1" in text and "equals accuracy" in text
+    assert "median" in text and "mean ± sd" in text
+    assert "lossy JPEG copy" in text  # the dataset note travels into the summary
+    assert "| focal gamma=1 | 10 | 3 | 0 |" in text
+
+
+def test_report_lists_failed_unfinished_and_corrupt_runs_without_crashing(tmp_path):
+    sweep = tmp_path / "sweep"
+    make_run(sweep, {"data.imbalance": "10", "loss": "ce", "seed": "0"}, macro=0.8)
+    make_run(sweep, {"data.imbalance": "10", "loss": "ce", "seed": "1"}, status="failed",
+             reason="loss became nan at epoch 3")
+    killed = make_run(sweep, {"data.imbalance": "10", "loss": "ce", "seed": "2"}, status=None)
+    (killed / ".metrics.json.abc123.tmp").write_text('{"status": "do')  # killed while writing: never read
+    corrupt = make_run(sweep, {"data.imbalance": "10", "loss": "ce", "seed": "3"})
+    (corrupt / "metrics.json").write_text('{"status": "done", "test": {"macro')
+    (sweep / "not_a_run").mkdir()  # stray folders are not runs
+    result = report.write_report(sweep)
+    runs = result["runs"].set_index("seed")
+    assert runs.loc[0, "status"] == "done"
+    assert runs.loc[1, "status"] == "failed" and "nan" in runs.loc[1, "reason"]
+    assert runs.loc[2, "status"] == "unfinished"
+    assert runs.loc[3, "status"] == "corrupt"
+    assert result["counts"] == {"done": 1, "failed": 1, "unfinished": 1, "corrupt": 1}
+    agg = result["aggregate"]
+    assert len(agg) == 1 and agg["n"].tolist() == [1] and agg["n_not_done"].tolist() == [3]
+    assert agg["test_macro_f1_median"].tolist() == [pytest.approx(0.8)]
+    text = (sweep / report.SUMMARY_MD).read_text()
+    assert "1 failed, 1 unfinished, 1 corrupt" in text
+    for name in ("seed=1", "seed=2", "seed=3"):
+        assert name in text
+
+
+def test_report_on_empty_or_all_failed_folder(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert len(report.write_report(empty)["runs"]) == 0
+    failed = tmp_path / "failed"
+    make_run(failed, {"data.imbalance": "10", "loss": "ce", "seed": "0"}, status="failed", reason="x")
+    result = report.write_report(failed)
+    assert result["aggregate"]["n"].tolist() == [0]
+    assert (failed / report.SUMMARY_MD).exists() and not (failed / report.MACRO_F1_PNG).exists()
+
+
+def test_report_multiclass_uses_smallest_class_and_few_shot(tmp_path):
+    sweep = tmp_path / "sweep"
+    for seed in ("0", "1"):
+        make_run(sweep, {"data.imbalance": "10", "loss": "ce", "seed": seed}, macro=0.5, classes=4, val=0.4)
+    runs = report.write_report(sweep)["runs"]
+    assert runs["test_tail_f1"].tolist() == [pytest.approx(0.4)] * 2  # the two 10-image classes
+    assert runs["test_few_shot_acc"].tolist() == [pytest.approx(0.2)] * 2
+    assert runs["val_macro_f1"].tolist() == [pytest.approx(0.4)] * 2
+    assert runs["test_minority_f1"].isna().all()
+
+
+def test_report_command_line(fake_sweep, tmp_path):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run([sys.executable, "-m", "imbalance_lab.report", str(fake_sweep)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "12 runs: 12 done" in proc.stdout and "summary.md" in proc.stdout
+    missing = subprocess.run([sys.executable, "-m", "imbalance_lab.report", str(tmp_path / "nope")], cwd=REPO,
+                             env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert missing.returncode == 2 and missing.stderr.startswith("error: no such sweep folder")
+
+
+# ----------------------------------------------------------------------------- end to end (real CLI)
+def sweep_cli(sweep_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
+    """``python -m imbalance_lab -m ...`` into ``sweep_dir``. One OpenMP thread per process: tiny runs are
+    many times slower with two threads spinning on a busy 2-core machine (nothing checked here depends on
+    the thread count)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "imbalance_lab", "-m", *BASE, *overrides,
+                           f"hydra.sweep.dir={sweep_dir}"], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
+    return proc
+
+
+GRID = ("data.imbalance=2,4", "loss=ce,focal", "seed=0,1")
+
+
+@pytest.fixture(scope="module")
+def grid_sweep(tmp_path_factory):
+    sweep = tmp_path_factory.mktemp("grid") / "sweep"
+    sweep_cli(sweep, *GRID)
+    return sweep
+
+
+def test_grid_sweep_writes_summary(grid_sweep):
+    runs = pd.read_csv(grid_sweep / report.RUNS_CSV)
+    assert len(runs) == 8 and set(runs["status"]) == {"done"}
+    assert sorted(runs["method"].unique()) == ["ce", "focal"]
+    assert sorted(runs["imbalance_ratio"].unique()) == [2, 4] and sorted(runs["seed"].unique()) == [0, 1]
+    agg = pd.read_csv(grid_sweep / report.AGGREGATE_CSV)
+    assert len(agg) == 4 and agg["n"].tolist() == [2, 2, 2, 2]
+    assert agg["test_macro_f1_median"].between(0, 1).all()
+    text = (grid_sweep / report.SUMMARY_MD).read_text()
+    assert "equals accuracy" in text and "8 done" in text
+    assert (grid_sweep / report.MACRO_F1_PNG).read_bytes().startswith(PNG_MAGIC)
+    for run in runs["run"]:
+        assert read_json(grid_sweep / run / "metrics.json")["status"] == "done"
+
+
+def test_resume_redoes_only_unfinished_runs(grid_sweep, tmp_path):
+    sweep = tmp_path / "sweep"
+    shutil.copytree(grid_sweep, sweep)  # copy2 keeps the files' times
+    runs = sorted(p.parent for p in sweep.glob("*/metrics.json"))
+    assert len(runs) == 8
+    # As a kill -9 leaves it: one run never wrote metrics.json (only the atomic writer's temp file), and
+    # one run's metrics.json is unreadable. Both must be redone; the six others must not be touched.
+    killed, corrupt, finished = runs[0], runs[5], [r for i, r in enumerate(runs) if i not in (0, 5)]
+    (killed / "metrics.json").unlink()
+    (killed / ".metrics.json.x1y2z3.tmp").write_text('{"status": "done", "te')
+    (corrupt / "metrics.json").write_text('{"status": "done", "test": ')
+    before = {r: ((r / "metrics.json").stat().st_mtime_ns, (r / "metrics.json").read_bytes()) for r in finished}
+    counts = report.write_report(sweep)["counts"]
+    assert counts == {"done": 6, "failed": 0, "unfinished": 1, "corrupt": 1}
+
+    proc = sweep_cli(sweep, *GRID)  # the same sweep command, into the same folder
+    assert proc.stdout.count("already done, skipped") + proc.stderr.count("already done, skipped") == 6
+    for r in finished:
+        assert ((r / "metrics.json").stat().st_mtime_ns, (r / "metrics.json").read_bytes()) == before[r]
+    for r in (killed, corrupt):
+        assert read_json(r / "metrics.json")["status"] == "done"
+    runs_csv = pd.read_csv(sweep / report.RUNS_CSV)
+    assert len(runs_csv) == 8 and set(runs_csv["status"]) == {"done"}
+
+
+def test_submitit_local_sweep_records_failed_runs_and_goes_on(tmp_path):
+    """The submitit path end to end (each run a separate process through submitit's local executor), and a
+    sweep in which runs fail: lr=1e30 diverges (NaN loss), lr=-1 is a config error caught before training."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    sweep = tmp_path / "sweep"
+    sweep_cli(sweep, "hydra/launcher=slurm_local", "data.imbalance=4", "optim=sgd", "optim.warmup_epochs=0",
+              "optim.lr=0.01,1e30,-1")
+    assert list((sweep / ".submitit").iterdir())  # the jobs went through submitit
+    runs = pd.read_csv(sweep / report.RUNS_CSV)
+    by_lr = {r["optim.lr"]: r for r in runs.to_dict("records")}
+    assert sorted(by_lr) == [-1, 0.01, 1e30]
+    assert by_lr[0.01]["status"] == "done" and by_lr[0.01]["test_macro_f1"] >= 0
+    assert by_lr[1e30]["status"] == "failed" and "nan" in by_lr[1e30]["reason"].lower()
+    assert by_lr[-1]["status"] == "failed" and by_lr[-1]["reason"].startswith("optim.lr=")
+    assert set(runs["method"]) == {"ce optim.lr=0.01", "ce optim.lr=1e+30", "ce optim.lr=-1"}
+    text = (sweep / report.SUMMARY_MD).read_text()
+    assert "1 done, 2 failed" in text and "Runs not done (2)" in text
+
+
+def test_optuna_search_stores_its_study(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    optuna = pytest.importorskip("optuna")
+    sweep = tmp_path / "sweep"
+    # The article-001 preset, with its search space swapped for focal's gamma (the objective is validation
+    # macro F1, hence the validation split).
+    sweep_cli(sweep, "+hparams_search=affinity_optuna", "hydra.sweeper.params=null", "loss=focal",
+              "loss.gamma=interval(0,3)", "data.val_fraction=0.25", "data.imbalance=4", "hydra.sweeper.n_trials=3")
+    db = sweep / "optuna.db"
+    assert db.stat().st_size > 0
+    study = optuna.load_study(study_name="affinity", storage=f"sqlite:///{db}")
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(study.trials) == 3 and len(complete) == 3 and all(0 <= t.value <= 1 for t in complete)
+    assert set(study.best_params) == {"loss.gamma"} and 0 <= study.best_params["loss.gamma"] <= 3
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert best["best_value"] == pytest.approx(study.best_value)
+    runs = pd.read_csv(sweep / report.RUNS_CSV)
+    assert len(runs) == 3 and set(runs["status"]) == {"done"} and runs["val_macro_f1"].notna().all()
+    # the objective is the validation macro F1 the runs recorded, never test
+    assert sorted(t.value for t in complete) == pytest.approx(sorted(runs["val_macro_f1"]))
+
+
+def test_continued_search_does_not_replay_its_proposals(tmp_path):
+    """Re-running a search into the same folder loads the SQLite study (the plugin's load_if_exists) and
+    offsets the sampler's seed by the trials already made, so the start-up proposals are not repeated."""
+    optuna = pytest.importorskip("optuna")
+    from imbalance_lab.callbacks import continued_tpe_sampler
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+
+    def session(n):
+        sampler = continued_tpe_sampler(seed=0, storage=storage, study_name="s", n_startup_trials=10)
+        study = optuna.create_study(study_name="s", storage=storage, sampler=sampler, direction="maximize",
+                                    load_if_exists=True)
+        study.optimize(lambda t: -abs(t.suggest_float("x", 0, 1) - 0.3), n_trials=n)
+        return [t.params["x"] for t in study.trials]
+
+    first = session(2)
+    both = session(2)
+    assert both[:2] == first and len(set(both)) == 4  # the same study, continued with new proposals
+    fresh = continued_tpe_sampler(seed=0, storage=f"sqlite:///{tmp_path / 'other.db'}", study_name="s")
+    study = optuna.create_study(sampler=fresh)
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    assert [t.params["x"] for t in study.trials] == first  # a fresh search is reproducible from the seed
+
+
+def test_launcher_and_search_presets_compose():
+    import warnings
+
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from imbalance_lab.app import CONFIG_DIR
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"), warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. Hydra's deprecated automatic schema matching
+        for preset, target in (("parallel", "joblib_launcher.JoblibLauncher"),
+                               ("slurm", "submitit_launcher.SlurmLauncher"),
+                               ("slurm_local", "submitit_launcher.LocalLauncher")):
+            cfg = compose("config", overrides=[f"hydra/launcher={preset}"], return_hydra_config=True)
+            assert cfg.hydra.launcher._target_.endswith(target)
+        cfg = compose("config", overrides=["hydra/launcher=parallel"], return_hydra_config=True)
+        assert cfg.hydra.launcher.n_jobs == 2  # k is explicit, not "all cores"
+        cfg = compose("config", overrides=["hydra/launcher=slurm"], return_hydra_config=True)
+        assert cfg.hydra.launcher.gpus_per_node == 1 and cfg.hydra.launcher.array_parallelism > 0
+        cfg = compose("config", overrides=["+hparams_search=affinity_optuna"], return_hydra_config=True)
+        sweeper = OmegaConf.to_container(cfg.hydra.sweeper)
+        assert sweeper["direction"] == "maximize" and sweeper["storage"] == "sqlite:///${hydra.sweep.dir}/optuna.db"
+        assert sweeper["params"] == {"loss.lam": "interval(0.01, 1.0)",
+                                     "loss.sigma": "tag(log, interval(10.0, 100.0))",
+                                     "loss.m": "int(interval(1, 30))"}
+        assert sweeper["sampler"]["_target_"] == "imbalance_lab.callbacks.continued_tpe_sampler"
+        assert cfg.loss.name == "affinity" and cfg.data.val_fraction > 0
+    GlobalHydra.instance().clear()
+
+
+def test_run_dirname_is_one_safe_stable_path_component():
+    from imbalance_lab.runfolder import MAX_DIRNAME_BYTES, run_dirname
+
+    assert run_dirname("data.imbalance=10,loss=ce,seed=0") == "data.imbalance=10,loss=ce,seed=0"
+    assert run_dirname("data.root=../x/y,seed=0") == "data.root=..%2Fx%2Fy,seed=0"
+    long = ",".join(f"key{i}=value{i}" for i in range(40))
+    name = run_dirname(long)
+    assert len(name.encode()) <= MAX_DIRNAME_BYTES and name.startswith("key0=value0,")
+    assert run_dirname(long) == name  # the same overrides map to the same folder (resume)
+    assert run_dirname(long.replace("value39", "other")) != name
