@@ -33,24 +33,18 @@ p = 0.5 exactly at the threshold and argmax(probs) agrees with the thresholded p
 from __future__ import annotations
 
 import logging
-import math
-import time
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from sklearn.covariance import LedoitWolf
 from sklearn.metrics import roc_auc_score
-from tqdm.auto import tqdm
 
 from imbalance_lab.data.split import ImbalancedSplit, _channel_stats
+from imbalance_lab.losses import build_loss
 from imbalance_lab.models import build_model
-from imbalance_lab.schema import Config, ConfigError, check
-from imbalance_lab.train import TrainingFailed
-from imbalance_lab.train.augment import random_crop_flip
-from imbalance_lab.train.optim import build_optimizer, build_scheduler
-from imbalance_lab.train.trainer import to_float_batch
+from imbalance_lab.schema import CELossConfig, Config, ConfigError, check
+from imbalance_lab.train.trainer import fit, to_float_batch
 
 log = logging.getLogger(__name__)
 
@@ -103,56 +97,16 @@ def rotate_all(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def train_rotation_model(cfg: Config, x: torch.Tensor, mean, std, generator: torch.Generator):
-    """Train a 4-way rotation classifier on the device-resident uint8 images ``x``; (model, history)."""
+    """Train a 4-way rotation classifier on the device-resident uint8 images ``x`` with the shared training
+    loop (cross-entropy on the rotation labels); (model, history). ``images_per_s`` counts source images."""
     device = x.device
-    cuda = device.type == "cuda"
-    amp = cfg.trainer.amp and cuda
-    channels_last = cfg.trainer.channels_last and cuda
     model = build_model(cfg.model.name, x.shape[1], ROTATIONS, mean, std, cfg.model.embedding_dim).to(device)
-    if channels_last:
+    if cfg.trainer.channels_last and device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    n, epochs = len(x), cfg.trainer.epochs
-    batch_size = min(cfg.trainer.batch_size, n)
-    steps = n // batch_size  # the incomplete last batch is dropped; the permutation changes every epoch
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = build_optimizer([{"params": params, "weight_decay": cfg.optim.weight_decay}], cfg.optim)
-    scheduler = build_scheduler(optimizer, steps, epochs, cfg.optim)
-    step_fn = torch.compile(model) if cfg.trainer.compile else model
-
-    history = []
-    bar = tqdm(total=epochs * steps, unit="step", disable=not cfg.trainer.progress, dynamic_ncols=True)
-    for epoch in range(epochs):
-        bar.set_description(f"rotation epoch {epoch + 1}/{epochs}")
-        model.train()
-        t0 = time.perf_counter()
-        perm = torch.randperm(n, device=device, generator=generator)
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device)
-        for i in range(steps):
-            xb = x[perm[i * batch_size:(i + 1) * batch_size]]
-            if cfg.data.augment:
-                xb = random_crop_flip(xb, generator=generator)
-            xb, yb = rotate_all(xb)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                logits = step_fn(to_float_batch(xb, channels_last))
-            loss = F.cross_entropy(logits.float(), yb)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            loss_sum += loss.detach()
-            correct += (logits.detach().argmax(1) == yb).sum()
-            bar.update()
-        epoch_loss = loss_sum.item() / steps  # the one host sync per epoch, also the NaN check
-        seconds = time.perf_counter() - t0
-        if not math.isfinite(epoch_loss):
-            bar.close()
-            raise TrainingFailed(f"rotation-prediction loss became {epoch_loss} in epoch {epoch + 1}")
-        history.append({"epoch": epoch + 1, "loss": epoch_loss, "lr": optimizer.param_groups[0]["lr"],
-                        "seconds": seconds, "images_per_s": ROTATIONS * steps * batch_size / seconds,
-                        "rotation_accuracy": correct.item() / (ROTATIONS * steps * batch_size)})
-        bar.set_postfix(loss=f"{epoch_loss:.4f}", img_s=f"{history[-1]['images_per_s']:.0f}")
-    bar.close()
+    loss_fn = build_loss(CELossConfig(), [1] * ROTATIONS).to(device)
+    unlabelled = torch.zeros(len(x), dtype=torch.long, device=device)  # labels come from rotate_all
+    history = fit(model, loss_fn, x, unlabelled, trainer_cfg=cfg.trainer, optim_cfg=cfg.optim,
+                  augment=cfg.data.augment, generator=generator, batch_transform=lambda xb, _: rotate_all(xb))
     return model, history
 
 

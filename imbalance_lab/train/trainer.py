@@ -76,9 +76,13 @@ def recalibrate_batchnorm(model, x: torch.Tensor, batches: list[torch.Tensor], c
 
 def fit(model, loss_fn, x: torch.Tensor, y: torch.Tensor, *, trainer_cfg, optim_cfg, augment: bool,
         generator: torch.Generator, sampler: str = "uniform",
-        on_eval: Callable[[int], dict] | None = None) -> list[dict]:
+        on_eval: Callable[[int], dict] | None = None,
+        batch_transform: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
+        ) -> list[dict]:
     """Train in place; returns the per-epoch history. ``on_eval(epoch)`` runs every ``eval_every`` epochs
-    and after the last one, and its dict is merged into that epoch's record."""
+    and after the last one, and its dict is merged into that epoch's record; BatchNorm statistics are
+    recalibrated before it (and after the last epoch in any case). ``batch_transform(x, y)`` turns each
+    augmented uint8 batch into the one trained on (e.g. a self-supervised pretext task)."""
     device = x.device
     cuda = device.type == "cuda"
     amp = trainer_cfg.amp and cuda
@@ -107,11 +111,14 @@ def fit(model, loss_fn, x: torch.Tensor, y: torch.Tensor, *, trainer_cfg, optim_
         for i in range(steps):
             idx = order[i * batch_size:(i + 1) * batch_size]
             xb = x[idx]
+            yb = y[idx]
             if augment:
                 xb = random_crop_flip(xb, generator=generator)
+            if batch_transform is not None:
+                xb, yb = batch_transform(xb, yb)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 logits = step_fn(to_float_batch(xb, channels_last))
-            loss = loss_fn(logits, y[idx])
+            loss = loss_fn(logits, yb)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -125,9 +132,10 @@ def fit(model, loss_fn, x: torch.Tensor, y: torch.Tensor, *, trainer_cfg, optim_
             raise TrainingFailed(f"training loss became {epoch_loss} in epoch {epoch + 1}")
         record = {"epoch": epoch + 1, "loss": epoch_loss, "lr": optimizer.param_groups[0]["lr"],
                   "seconds": seconds, "images_per_s": steps * batch_size / seconds}
-        if on_eval is not None and ((epoch + 1) % trainer_cfg.eval_every == 0 or epoch + 1 == epochs):
+        if (epoch + 1) % trainer_cfg.eval_every == 0 or epoch + 1 == epochs:
             recalibrate_batchnorm(model, x, calibration, channels_last, amp)
-            record.update(on_eval(epoch))
+            if on_eval is not None:
+                record.update(on_eval(epoch))
         history.append(record)
         bar.set_postfix(loss=f"{epoch_loss:.4f}", img_s=f"{record['images_per_s']:.0f}",
                         **{k: f"{v:.4f}" for k, v in record.items() if k.endswith("macro_f1")})
