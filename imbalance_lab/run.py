@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +49,63 @@ def method_label(cfg: Config) -> str:
     return cfg.method if cfg.method != "supervised" else cfg.loss.name
 
 
+@dataclass
+class Outcome:
+    """What training leaves for the run folder."""
+
+    history: list = field(default_factory=list)
+    extra: dict = field(default_factory=dict)  # loss or method state for metrics.json
+    last: dict = field(default_factory=dict)  # split -> (predictions, metrics) of the latest evaluation
+    best_val: dict = field(default_factory=dict)  # the test headline at the best validation macro F1
+    centres: np.ndarray | None = None  # affinity centres, for the embedding plot
+    centres_per_class: int = 1
+
+
+def train_supervised(cfg: Config, split, device: torch.device, generator: torch.Generator, outcome: Outcome):
+    """Model + loss from the config, trained with evaluations on the test (and validation) split; fills
+    ``outcome`` as it goes, so a run that fails keeps what it had."""
+    loss_fn = build_loss(cfg.loss, split.class_counts["train"])
+    model = build_model(cfg.model.name, split.in_channels, split.num_classes, split.mean, split.std,
+                        cfg.model.embedding_dim, make_head=loss_fn.make_head).to(device)
+    loss_fn.to(device)
+    amp = cfg.trainer.amp and device.type == "cuda"
+    channels_last = cfg.trainer.channels_last and device.type == "cuda"
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+
+    def on_device(x, y):
+        return torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
+
+    train_x, train_y = on_device(split.train_x, split.train_y)
+    eval_sets = {"test": on_device(split.test_x, split.test_y)}
+    if len(split.val_y):
+        eval_sets["val"] = on_device(split.val_x, split.val_y)
+    last, best_val = outcome.last, outcome.best_val
+    plot_features = cfg.model.embedding_dim == 2
+
+    def on_eval(epoch: int) -> dict:
+        record = {}
+        for name, (x, y) in eval_sets.items():
+            pred = evaluate(model, loss_fn, x, y, amp=amp, channels_last=channels_last,
+                            with_features=plot_features and name == "test")
+            metrics = compute_metrics(pred["y_true"], pred["y_pred"], pred["probs"],
+                                      split.class_counts["train"], split.class_names)
+            last[name] = (pred, metrics)
+            record.update({f"{name}_{k}": v for k, v in headline(metrics).items()})
+        if "val" in last and last["val"][1]["macro_f1"] > best_val.get("val_macro_f1", -1.0):
+            best_val.update(epoch=epoch + 1, val_macro_f1=last["val"][1]["macro_f1"],
+                            test=headline(last["test"][1]))
+        return record
+
+    outcome.history = fit(model, loss_fn, train_x, train_y, trainer_cfg=cfg.trainer, optim_cfg=cfg.optim,
+                          augment=cfg.data.augment, generator=generator, sampler=cfg.sampler, on_eval=on_eval)
+    outcome.extra = loss_fn.extra_metrics()
+    centres = getattr(model.head, "centres", None)
+    if centres is not None:
+        outcome.centres = centres.detach().float().cpu().numpy()
+        outcome.centres_per_class = model.head.m
+
+
 def run_experiment(cfg: Config, out_dir: Path, resolved_config: dict) -> dict:
     """Train and evaluate; writes ``metrics.json`` (status done or failed), predictions and plots."""
     started = time.time()
@@ -59,55 +117,22 @@ def run_experiment(cfg: Config, out_dir: Path, resolved_config: dict) -> dict:
     if split.note:
         log.warning("dataset note: %s", split.note)
 
-    loss_fn = build_loss(cfg.loss, split.class_counts["train"])
-    model = build_model(cfg.model.name, split.in_channels, split.num_classes, split.mean, split.std,
-                        cfg.model.embedding_dim, make_head=loss_fn.make_head).to(device)
-    loss_fn.to(device)
-    if device.type == "cuda" and cfg.trainer.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-
-    def on_device(x, y):
-        return torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
-
     save_npz_atomic(out_dir / "subset_indices.npz", **split.indices)
-    train_x, train_y = on_device(split.train_x, split.train_y)
-    eval_sets = {"test": on_device(split.test_x, split.test_y)}
-    if len(split.val_y):
-        eval_sets["val"] = on_device(split.val_x, split.val_y)
-    amp = cfg.trainer.amp and device.type == "cuda"
-    channels_last = cfg.trainer.channels_last and device.type == "cuda"
-    last: dict[str, tuple[dict, dict]] = {}  # split -> (predictions, metrics) of the latest evaluation
-    best_val: dict = {}
-
-    def on_eval(epoch: int) -> dict:
-        record = {}
-        for name, (x, y) in eval_sets.items():
-            pred = evaluate(model, loss_fn, x, y, amp=amp, channels_last=channels_last)
-            metrics = compute_metrics(pred["y_true"], pred["y_pred"], pred["probs"],
-                                      split.class_counts["train"], split.class_names)
-            last[name] = (pred, metrics)
-            record.update({f"{name}_{k}": v for k, v in headline(metrics).items()})
-        if "val" in last and last["val"][1]["macro_f1"] > best_val.get("val_macro_f1", -1.0):
-            best_val.update(epoch=epoch + 1, val_macro_f1=last["val"][1]["macro_f1"],
-                            test=headline(last["test"][1]))
-        return record
-
-    status, reason, history, extra = "done", None, [], {}
+    outcome = Outcome()
+    status, reason = "done", None
     t_train = time.perf_counter()
     try:
         if cfg.method == "majority_only":
-            pred, extra, history = run_majority_only(cfg, split, device, generator)
-            last["test"] = (pred, compute_metrics(pred["y_true"], pred["y_pred"], pred["probs"],
-                                                  split.class_counts["train"], split.class_names))
+            pred, outcome.extra, outcome.history = run_majority_only(cfg, split, device, generator)
+            outcome.last["test"] = (pred, compute_metrics(pred["y_true"], pred["y_pred"], pred["probs"],
+                                                          split.class_counts["train"], split.class_names))
         else:
-            history = fit(model, loss_fn, train_x, train_y, trainer_cfg=cfg.trainer, optim_cfg=cfg.optim,
-                          augment=cfg.data.augment, generator=generator, sampler=cfg.sampler,
-                          on_eval=on_eval)
-            extra = loss_fn.extra_metrics()
+            train_supervised(cfg, split, device, generator, outcome)
     except TrainingFailed as exc:
         status, reason = "failed", str(exc)
         log.error("run failed: %s", reason)
     train_seconds = time.perf_counter() - t_train
+    last, history = outcome.last, outcome.history
 
     payload = {
         "status": status,
@@ -116,7 +141,7 @@ def run_experiment(cfg: Config, out_dir: Path, resolved_config: dict) -> dict:
         "dataset": split.description,
         "test": last["test"][1] if status == "done" else None,
         "val": last["val"][1] if status == "done" and "val" in last else None,
-        "best_on_validation": best_val or None,
+        "best_on_validation": outcome.best_val or None,
         "history": history,
         "data": split.summary(),
         "config": resolved_config,
@@ -128,21 +153,17 @@ def run_experiment(cfg: Config, out_dir: Path, resolved_config: dict) -> dict:
         "train_images_per_s": float(np.mean([h["images_per_s"] for h in history])) if history else None,
         "versions": library_versions(),
     }
-    payload.update(extra)
+    payload.update(outcome.extra)
     if status == "done":
         pred, metrics = last["test"]
         arrays = {}
-        if cfg.model.embedding_dim == 2 and cfg.method == "supervised":
-            x, y = eval_sets["test"]
-            arrays["features"] = evaluate(model, loss_fn, x, y, amp=amp, channels_last=channels_last,
-                                          with_features=True)["features"]
-            centres = getattr(model.head, "centres", None)
-            plot_embedding(arrays["features"], pred["y_true"], split.class_names, out_dir / "embedding.png",
+        for key in ("features", "scores"):
+            if key in pred:
+                arrays[key] = pred[key]
+        if "features" in pred and pred["features"].shape[1] == 2:
+            plot_embedding(pred["features"], pred["y_true"], split.class_names, out_dir / "embedding.png",
                            title=f"{split.description}: test embeddings, {cfg.loss.name}",
-                           centres=None if centres is None else centres.detach().float().cpu().numpy(),
-                           centres_per_class=getattr(model.head, "m", 1))
-        if "scores" in pred:
-            arrays["scores"] = pred["scores"]
+                           centres=outcome.centres, centres_per_class=outcome.centres_per_class)
         save_npz_atomic(out_dir / "predictions.npz", y_true=pred["y_true"], y_pred=pred["y_pred"],
                         probs=pred["probs"], test_indices=split.indices["test"], **arrays)
         plot_confusion(np.array(metrics["confusion_matrix"]), split.class_names, out_dir / "confusion.png",

@@ -94,3 +94,12 @@ def test_real_mnist_run(tmp_path, data_root):
     assert metrics["data"]["class_counts"]["test"] == [10, 1135, 10, 1010]
     assert "MNIST" in metrics["dataset"]
     assert metrics["test"]["macro_f1"] > 0.5
+
+
+def test_embedding_plot_with_affinity_centres(tmp_path):
+    proc = run_cli(*TINY, "loss=affinity", "loss.m=2", "model.embedding_dim=2", f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    pred = np.load(tmp_path / "predictions.npz")
+    assert pred["features"].shape == (len(pred["y_true"]), 2)
+    assert (tmp_path / "embedding.png").stat().st_size > 10_000
+    assert read_json(tmp_path / "metrics.json")["status"] == "done"
