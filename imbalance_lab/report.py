@@ -41,7 +41,7 @@ MINORITY_PNG = "summary_minority.png"
 
 STATUSES = ("done", "failed", "unfinished", "corrupt")
 # Overrides that are axes of the summary, not part of a method's name.
-AXIS_KEYS = {"data.imbalance", "seed", "loss"}
+AXIS_KEYS = {"data.imbalance", "seed", "loss", "method"}
 TEST_METRICS = ("macro_f1", "micro_f1", "accuracy", "balanced_accuracy", "minority_f1", "few_shot_acc")
 METRIC_COLUMNS = [f"test_{m}" for m in TEST_METRICS] + ["test_tail_f1", "val_macro_f1"]
 LABELS = {
@@ -121,6 +121,10 @@ def read_run(run_dir: Path, sweep_dir: Path) -> dict:
     data_cfg = config.get("data") if isinstance(config.get("data"), dict) else {}
     loss_cfg = config.get("loss") if isinstance(config.get("loss"), dict) else {}
     row["loss"] = loss_cfg.get("name") or overrides.get("loss")
+    # A method's base name: the loss option chosen (affinity and affinity_m5, ldam and ldam_drw share a
+    # loss.name), or the non-supervised method (majority_only) whatever the loss.
+    method = config.get("method", overrides.get("method"))
+    row["base_method"] = method if method not in (None, "supervised") else (overrides.get("loss") or row["loss"])
     row["imbalance_ratio"] = _number(data_cfg.get("imbalance", overrides.get("data.imbalance")))
     row["seed"] = _number(config.get("seed", overrides.get("seed")))
     row["dataset"] = data_cfg.get("name") or overrides.get("data")
@@ -192,8 +196,8 @@ def collect_runs(sweep_dir: Path) -> pd.DataFrame:
     records = []
     for row in rows:
         overrides = row.pop("overrides")
-        parts = [str(row["loss"] or "?")] + [_override_label(k, overrides[k]) for k in varying
-                                             if overrides.get(k) is not None]
+        parts = [str(row.pop("base_method") or "?")] + [_override_label(k, overrides[k]) for k in varying
+                                                        if overrides.get(k) is not None]
         row["method"] = " ".join(parts)
         for key, column in override_columns.items():
             row[column] = overrides.get(key)
@@ -265,8 +269,8 @@ def render_markdown(sweep_dir: Path, runs: pd.DataFrame, agg: pd.DataFrame) -> s
         ("- **minority F1**: F1 of the smaller class (two-class data). **smallest-class F1**: mean F1 of the "
          "class(es) with the fewest training images. **few-shot accuracy**: mean recall of classes with < 20 "
          "training images (only where such classes exist)."),
-        ("- **method** = loss plus every override that varies across the sweep other than the imbalance "
-         "ratio and the seed."),
+        ("- **method** = the loss option (or `method=majority_only`) plus every override that varies across "
+         "the sweep other than the imbalance ratio and the seed."),
     ]
     done = runs[runs["status"] == "done"]
     notes = sorted({str(n) for n in done["dataset_note"].dropna() if str(n).strip()})

@@ -88,6 +88,22 @@ def test_report_tidy_table_and_aggregate(fake_sweep):
     assert not list(fake_sweep.glob(".*.tmp"))  # atomic writes leave no temp files
 
 
+def test_method_is_the_loss_option_chosen_not_the_shared_loss_name(tmp_path):
+    sweep = tmp_path / "sweep"
+    for option in ("affinity", "affinity_m5"):  # both have loss.name "affinity"
+        run = make_run(sweep, {"loss": option, "seed": "0"})
+        config = yaml.safe_load((run / ".hydra" / "config.yaml").read_text())
+        metrics = json.loads((run / "metrics.json").read_text())
+        config["loss"]["name"] = metrics["config"]["loss"]["name"] = "affinity"
+        (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+        (run / "metrics.json").write_text(json.dumps(metrics))
+    run = make_run(sweep, {"method": "majority_only", "seed": "0"})
+    metrics = json.loads((run / "metrics.json").read_text())
+    metrics["config"]["method"] = "majority_only"
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    assert sorted(report.collect_runs(sweep)["method"]) == ["affinity", "affinity_m5", "majority_only"]
+
+
 def test_report_markdown_explains_the_numbers(fake_sweep):
     report.write_report(fake_sweep)
     text = (fake_sweep / report.SUMMARY_MD).read_text()
