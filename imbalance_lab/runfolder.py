@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
-import tempfile
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
 from omegaconf import OmegaConf
+
+from .atomic import atomic_write
 
 METRICS_FILE = "metrics.json"
 MAX_DIRNAME_BYTES = 200  # file systems allow 255 bytes per path component
@@ -42,26 +42,12 @@ def register_resolvers() -> None:
 register_resolvers()
 
 
-def _atomic_write(path: Path, write) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_json_atomic(path: Path, obj) -> None:
-    _atomic_write(path, lambda f: f.write(json.dumps(obj, indent=2, allow_nan=True).encode()))
+    atomic_write(path, lambda f: f.write(json.dumps(obj, indent=2, allow_nan=True).encode()))
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
-    _atomic_write(path, lambda f: f.write(data))
+    atomic_write(path, lambda f: f.write(data))
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -69,7 +55,7 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 
 def save_npz_atomic(path: Path, **arrays) -> None:
-    _atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
+    atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
 
 
 def read_metrics(run_dir: Path) -> dict | None:

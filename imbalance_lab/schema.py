@@ -318,6 +318,7 @@ class MajorityOnlyConfig:
 
 
 METHODS = ("supervised", "majority_only")
+SAMPLERS = ("uniform", "oversample", "undersample", "sqrt")  # see train/samplers.py
 
 
 @dataclass
@@ -333,7 +334,7 @@ class Config:
     seed: int = 0
 
     def __post_init__(self):
-        one_of("sampler", self.sampler, ("uniform", "oversample", "undersample", "sqrt"))
+        one_of("sampler", self.sampler, SAMPLERS)
         one_of("method", self.method, METHODS)
         if self.method == "majority_only":
             check(self.data.num_classes == 2, "method", self.method,

@@ -48,8 +48,6 @@ from imbalance_lab.train.trainer import fit, to_float_batch
 
 log = logging.getLogger(__name__)
 
-DEFAULT_THRESHOLD_QUANTILE = 0.95
-DEFAULT_CALIBRATION_FRACTION = 0.1
 ROTATIONS = 4  # 0, 90, 180, 270 degrees
 
 
@@ -122,11 +120,6 @@ def extract_features(model, x: torch.Tensor, *, amp: bool, channels_last: bool,
     return torch.cat(out).cpu().numpy().astype(np.float64)
 
 
-def configured(cfg: Config, key: str, default: float) -> float:
-    """``cfg.majority_only.<key>`` when the schema has that group, else the default."""
-    return float(getattr(getattr(cfg, "majority_only", None), key, default))
-
-
 def calibration_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(fit, calibration) indices into the n majority images: a seeded random round(fraction * n) held out
     (at least 1 when fraction > 0), the rest for training; both sorted."""
@@ -142,16 +135,15 @@ def run_majority_only(cfg: Config, split: ImbalancedSplit, device: torch.device,
 
     predictions: ``y_true``, ``y_pred``, ``probs`` (N x 2 pseudo-probability, see the module docstring) as
     :func:`imbalance_lab.train.evaluate` returns them, plus ``scores`` (the test anomaly scores).
-    ``threshold_quantile`` / ``calibration_fraction`` default to ``cfg.majority_only``'s, else 0.95 / 0.1.
+    ``threshold_quantile`` / ``calibration_fraction`` default to ``cfg.majority_only``'s (0.95 / 0.1).
     """
     if split.num_classes != 2:
         raise ConfigError("method", "majority_only",
                           f"two-class data (e.g. data=cifar2); this split has {split.num_classes} classes")
-    q = configured(cfg, "threshold_quantile", DEFAULT_THRESHOLD_QUANTILE) if threshold_quantile is None \
-        else threshold_quantile
+    # Explicit arguments (tests, notebooks) bypass the config's own range checks, so check them here too.
+    q = cfg.majority_only.threshold_quantile if threshold_quantile is None else threshold_quantile
     check(0 < q < 1, "majority_only.threshold_quantile", q, "a number in (0, 1)")
-    cal = configured(cfg, "calibration_fraction", DEFAULT_CALIBRATION_FRACTION) if calibration_fraction is None \
-        else calibration_fraction
+    cal = cfg.majority_only.calibration_fraction if calibration_fraction is None else calibration_fraction
     check(0 <= cal < 1, "majority_only.calibration_fraction", cal, "a number in [0, 1)")
     check(split.train_x.shape[2] == split.train_x.shape[3], "method", "majority_only",
           f"square images for the rotation pretext task (got {split.train_x.shape[2:]})")

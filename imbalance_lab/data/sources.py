@@ -6,7 +6,6 @@ import hashlib
 import io
 import os
 import re
-import tempfile
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -14,10 +13,11 @@ from typing import NamedTuple
 
 import numpy as np
 
+from imbalance_lab.atomic import atomic_write
 from imbalance_lab.schema import SOURCES, SyntheticConfig, one_of
 
 ENV_ROOT = "IMBALANCE_LAB_DATA"
-FORMAT_DOC = "../shared/data/README.md"
+FORMAT_DOC = "the Datasets section of imbalance_lab's README.md"
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 CIFAR100_CLASSES = [
@@ -118,7 +118,7 @@ def download(name: str, download_dir: str | None) -> RawDataset:
 
 # ----------------------------------------------------------------------------- offline mirror
 def read_mirror(name: str, root: str, paths: list[str]) -> RawDataset:
-    """Read and validate ``<root>/<name>_{train,test}.npz`` (format: ../shared/data/README.md)."""
+    """Read and validate ``<root>/<name>_{train,test}.npz`` (format: README.md, "Datasets")."""
     real = REAL[name]
     (train_x, train_y, train_note), (test_x, test_y, test_note) = (_read_npz(p, real) for p in paths)
     note = " ".join(dict.fromkeys(n for n in (train_note, test_note) if n))
@@ -139,7 +139,7 @@ def _lossy_label(note: str) -> str:
 def _bad(path: str, problem: str) -> DatasetUnavailable:
     return DatasetUnavailable(
         f"{path}: {problem}. The file is damaged or not in the mirror format ({FORMAT_DOC}); copy or download "
-        f"it again and re-check the folder with its verify.py (python verify.py).")
+        f"it again (a mirror that ships a checksum script, like verify.py, can re-check the folder).")
 
 
 # Errors that mean "this file cannot be read": not a zip, truncated, bad CRC, not an npy member, pickled data.
@@ -225,17 +225,10 @@ def _decode_all(data: bytes, offsets: np.ndarray, path: str, real: _Real) -> np.
 
 
 def _save_atomic(path: str, array: np.ndarray) -> None:
-    """Write ``array`` to ``path`` via a temporary file, so a reader never sees a half-written cache."""
+    """Write the decode cache atomically, so a reader never sees a half-written one."""
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.save(f, array)
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        atomic_write(path, lambda f: np.save(f, array))
     except OSError:
         pass  # an unwritable cache only costs the decode time next time
 

@@ -4,4 +4,3 @@ from . import affinity, cb, ce, debiased, focal, ldam, logit_adjusted, weighted_
 from .base import LOSSES, ImbalanceLoss, build_loss, register
 
 __all__ = ["LOSSES", "ImbalanceLoss", "build_loss", "register"]
-

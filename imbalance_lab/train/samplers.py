@@ -11,8 +11,6 @@ same as with ``uniform``; ``undersample`` epochs are C · min_c n_c images.
 
 import torch
 
-SAMPLERS = ("uniform", "oversample", "undersample", "sqrt")
-
 
 def class_probabilities(kind: str, class_counts: torch.Tensor) -> torch.Tensor:
     """The target probability of drawing each class."""
