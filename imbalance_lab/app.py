@@ -42,7 +42,7 @@ def main(cfg: DictConfig) -> float | None:
         config = validate(cfg)
         from .run import run_experiment  # torch and friends load only once the config is known to be good
 
-        result = run_experiment(config, out_dir, resolved)
+        result = run_experiment(config, out_dir, resolved, loss_option=hydra_cfg.runtime.choices.get("loss"))
     except (ConfigError, DatasetUnavailable) as exc:
         fail_before_training(out_dir, str(exc), resolved)
         if multirun:  # one bad combination must not stop the sweep

@@ -23,6 +23,21 @@ ECE_BINS = 15
 MANY_SHOT_MIN = 100
 FEW_SHOT_MAX = 20
 MAX_CLASSES_SHOWN = 20
+# The headline scalars of an evaluation, with their display labels: what the epoch history, the
+# best-on-validation record and the sweep report carry (every other metric stays in the full dict).
+HEADLINE = {
+    "macro_f1": "macro F1",
+    "micro_f1": "micro F1 (= accuracy)",
+    "accuracy": "accuracy",
+    "balanced_accuracy": "balanced accuracy",
+    "minority_f1": "minority F1",
+    "few_shot_acc": "few-shot accuracy",
+}
+
+
+def headline(metrics: dict) -> dict:
+    """The headline scalars of a :func:`compute_metrics` result (those that apply to this data)."""
+    return {k: metrics[k] for k in HEADLINE if metrics.get(k) is not None}
 
 
 def expected_calibration_error(probs: np.ndarray, y_true: np.ndarray, n_bins: int = ECE_BINS) -> float:
@@ -133,7 +148,7 @@ def format_report(metrics: dict) -> str:
             f"  {_pct(r['precision']):>7}  {_pct(r['recall']):>7}  {_pct(r['f1']):>7}"
         )
 
-    headline = [
+    summary = [
         ("macro F1", metrics["macro_f1"]),
         ("micro F1 (= accuracy)", metrics["micro_f1"]),
         ("balanced accuracy", metrics["balanced_accuracy"]),
@@ -142,16 +157,16 @@ def format_report(metrics: dict) -> str:
         ("ECE (15 bins)", metrics.get("ece")),
     ]
     if metrics.get("minority_f1") is not None:
-        headline.append((f"minority F1 ({metrics['minority_class']})", metrics["minority_f1"]))
+        summary.append((f"minority F1 ({metrics['minority_class']})", metrics["minority_f1"]))
     for key, label in (
         ("many_shot_acc", "many-shot acc (>100)"),
         ("medium_shot_acc", "medium-shot acc (20-100)"),
         ("few_shot_acc", "few-shot acc (<20)"),
     ):
         if metrics.get(key) is not None:
-            headline.append((label, metrics[key]))
-    label_w = max(len(label) for label, _ in headline)
-    lines += ["", "Summary (percent):"] + [f"  {label:<{label_w}}  {_pct(v):>6}" for label, v in headline]
+            summary.append((label, metrics[key]))
+    label_w = max(len(label) for label, _ in summary)
+    lines += ["", "Summary (percent):"] + [f"  {label:<{label_w}}  {_pct(v):>6}" for label, v in summary]
 
     cm = metrics["confusion_matrix"]
     if len(cm) <= MAX_CLASSES_SHOWN:

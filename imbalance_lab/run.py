@@ -1,29 +1,25 @@
-"""One experiment, start to finish: split -> model + loss -> fit -> metrics -> run folder."""
+"""One experiment, start to finish: config -> split -> model + loss -> fit -> evaluate -> run folder."""
 
 from __future__ import annotations
 
 import logging
 import random
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .baselines import run_majority_only
-from .data import build_split
+from .baselines import majority_only_outcome
+from .data import ImbalancedSplit, build_split
+from .evaluation import Evaluator, Outcome
 from .losses import build_loss
-from .metrics import compute_metrics, format_report, plot_confusion
 from .models import build_model
-from .plots import plot_embedding
-from .runfolder import METRICS_FILE, library_versions, save_npz_atomic, write_json_atomic
+from .record import RunRecord
 from .schema import Config
-from .train import TrainingFailed, evaluate, fit, resolve_device
+from .train import Precision, TrainingFailed, fit, resolve_device
 
 log = logging.getLogger(__name__)
-
-HEADLINE = ("macro_f1", "micro_f1", "accuracy", "balanced_accuracy", "minority_f1", "few_shot_acc")
 
 
 def seed_everything(seed: int, device: torch.device) -> torch.Generator:
@@ -35,80 +31,35 @@ def seed_everything(seed: int, device: torch.device) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(seed)
 
 
-def headline(metrics: dict) -> dict:
-    return {k: metrics[k] for k in HEADLINE if metrics.get(k) is not None}
+def method_name(cfg: Config, loss_option: str | None = None) -> str:
+    """What a run is called in plots and reports: the loss option chosen (``affinity_m5``, ``ldam_drw``;
+    ``loss.name`` when unknown) or the non-supervised method (``majority_only``)."""
+    if cfg.method != "supervised":
+        return cfg.method
+    return loss_option or cfg.loss.name
 
 
-def device_info(device: torch.device) -> dict:
-    if device.type == "cuda":
-        return {"type": "cuda", "name": torch.cuda.get_device_name(device)}
-    return {"type": "cpu", "name": "cpu", "threads": torch.get_num_threads()}
-
-
-def method_label(cfg: Config) -> str:
-    return cfg.method if cfg.method != "supervised" else cfg.loss.name
-
-
-@dataclass
-class Outcome:
-    """What training leaves for the run folder."""
-
-    history: list = field(default_factory=list)
-    extra: dict = field(default_factory=dict)  # loss or method state for metrics.json
-    last: dict = field(default_factory=dict)  # split -> (predictions, metrics) of the latest evaluation
-    best_val: dict = field(default_factory=dict)  # the test headline at the best validation macro F1
-    centres: np.ndarray | None = None  # affinity centres, for the embedding plot
-    centres_per_class: int = 1
-
-
-def train_supervised(cfg: Config, split, device: torch.device, generator: torch.Generator, outcome: Outcome):
-    """Model + loss from the config, trained with evaluations on the test (and validation) split; fills
-    ``outcome`` as it goes, so a run that fails keeps what it had."""
-    loss_fn = build_loss(cfg.loss, split.class_counts["train"])
+def train_supervised(cfg: Config, split: ImbalancedSplit, device: torch.device,
+                     generator: torch.Generator) -> Outcome:
+    """Model + loss from the config, trained on the split's training images, evaluated as it goes."""
+    loss_fn = build_loss(cfg.loss, split.class_counts["train"]).to(device)
     model = build_model(cfg.model.name, split.in_channels, split.num_classes, split.mean, split.std,
                         cfg.model.embedding_dim, make_head=loss_fn.make_head).to(device)
-    loss_fn.to(device)
-    amp = cfg.trainer.amp and device.type == "cuda"
-    channels_last = cfg.trainer.channels_last and device.type == "cuda"
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-
-    def on_device(x, y):
-        return torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
-
-    train_x, train_y = on_device(split.train_x, split.train_y)
-    eval_sets = {"test": on_device(split.test_x, split.test_y)}
-    if len(split.val_y):
-        eval_sets["val"] = on_device(split.val_x, split.val_y)
-    last, best_val = outcome.last, outcome.best_val
-    plot_features = cfg.model.embedding_dim == 2
-
-    def on_eval(epoch: int) -> dict:
-        record = {}
-        for name, (x, y) in eval_sets.items():
-            pred = evaluate(model, loss_fn, x, y, amp=amp, channels_last=channels_last,
-                            with_features=plot_features and name == "test")
-            metrics = compute_metrics(pred["y_true"], pred["y_pred"], pred["probs"],
-                                      split.class_counts["train"], split.class_names)
-            last[name] = (pred, metrics)
-            record.update({f"{name}_{k}": v for k, v in headline(metrics).items()})
-        if "val" in last and last["val"][1]["macro_f1"] > best_val.get("val_macro_f1", -1.0):
-            best_val.update(epoch=epoch + 1, val_macro_f1=last["val"][1]["macro_f1"],
-                            test=headline(last["test"][1]))
-        return record
-
-    outcome.history = fit(model, loss_fn, train_x, train_y, trainer_cfg=cfg.trainer, optim_cfg=cfg.optim,
-                          augment=cfg.data.augment, generator=generator, sampler=cfg.sampler, on_eval=on_eval)
-    outcome.extra = loss_fn.extra_metrics()
-    centres = getattr(model.head, "centres", None)
-    if centres is not None:
-        outcome.centres = centres.detach().float().cpu().numpy()
-        outcome.centres_per_class = model.head.m
+    precision = Precision.of(cfg.trainer, device)
+    model = precision.prepare(model)
+    evaluator = Evaluator(split, model, loss_fn, device, precision, with_features=cfg.model.embedding_dim == 2)
+    x, y = torch.from_numpy(split.train_x).to(device), torch.from_numpy(split.train_y).to(device)
+    history = fit(model, loss_fn, x, y, trainer_cfg=cfg.trainer, optim_cfg=cfg.optim, augment=cfg.data.augment,
+                  generator=generator, sampler=cfg.sampler, on_eval=evaluator)
+    return evaluator.outcome(history, loss_fn.extra_metrics())
 
 
-def run_experiment(cfg: Config, out_dir: Path, resolved_config: dict) -> dict:
-    """Train and evaluate; writes ``metrics.json`` (status done or failed), predictions and plots."""
-    started = time.time()
+METHODS = {"supervised": train_supervised, "majority_only": majority_only_outcome}
+
+
+def run_experiment(cfg: Config, out_dir: Path, resolved_config: dict, loss_option: str | None = None) -> dict:
+    """Train and evaluate one run; writes its folder and returns ``metrics.json``'s content (status done,
+    or failed with the reason)."""
     device = resolve_device(cfg.trainer.device)
     generator = seed_everything(cfg.seed, device)
     split = build_split(cfg.data)
@@ -116,60 +67,11 @@ def run_experiment(cfg: Config, out_dir: Path, resolved_config: dict) -> dict:
              split.class_counts["train"], split.class_counts["test"], split.fingerprint)
     if split.note:
         log.warning("dataset note: %s", split.note)
-
-    save_npz_atomic(out_dir / "subset_indices.npz", **split.indices)
-    outcome = Outcome()
-    status, reason = "done", None
-    t_train = time.perf_counter()
+    record = RunRecord(out_dir, cfg, method_name(cfg, loss_option), split, device, resolved_config)
+    started = time.perf_counter()
     try:
-        if cfg.method == "majority_only":
-            pred, outcome.extra, outcome.history = run_majority_only(cfg, split, device, generator)
-            outcome.last["test"] = (pred, compute_metrics(pred["y_true"], pred["y_pred"], pred["probs"],
-                                                          split.class_counts["train"], split.class_names))
-        else:
-            train_supervised(cfg, split, device, generator, outcome)
+        outcome, status, reason = METHODS[cfg.method](cfg, split, device, generator), "done", None
     except TrainingFailed as exc:
-        status, reason = "failed", str(exc)
+        outcome, status, reason = Outcome(history=exc.history), "failed", str(exc)
         log.error("run failed: %s", reason)
-    train_seconds = time.perf_counter() - t_train
-    last, history = outcome.last, outcome.history
-
-    payload = {
-        "status": status,
-        "reason": reason,
-        "headline": "last-epoch test metrics",
-        "dataset": split.description,
-        "test": last["test"][1] if status == "done" else None,
-        "val": last["val"][1] if status == "done" and "val" in last else None,
-        "best_on_validation": outcome.best_val or None,
-        "history": history,
-        "data": split.summary(),
-        "config": resolved_config,
-        "device": device_info(device),
-        "seed": cfg.seed,
-        "epochs": cfg.trainer.epochs,
-        "train_seconds": train_seconds,
-        "wall_seconds": time.time() - started,
-        "train_images_per_s": float(np.mean([h["images_per_s"] for h in history])) if history else None,
-        "versions": library_versions(),
-    }
-    payload.update(outcome.extra)
-    if status == "done":
-        pred, metrics = last["test"]
-        arrays = {}
-        for key in ("features", "scores"):
-            if key in pred:
-                arrays[key] = pred[key]
-        if "features" in pred and pred["features"].shape[1] == 2:
-            plot_embedding(pred["features"], pred["y_true"], split.class_names, out_dir / "embedding.png",
-                           title=f"{split.description}: test embeddings, {cfg.loss.name}",
-                           centres=outcome.centres, centres_per_class=outcome.centres_per_class)
-        save_npz_atomic(out_dir / "predictions.npz", y_true=pred["y_true"], y_pred=pred["y_pred"],
-                        probs=pred["probs"], test_indices=split.indices["test"], **arrays)
-        plot_confusion(np.array(metrics["confusion_matrix"]), split.class_names, out_dir / "confusion.png",
-                       title=f"{cfg.data.name} r={cfg.data.imbalance:g} {method_label(cfg)} (test, last epoch)")
-        log.info("\n%s", format_report(metrics))
-    write_json_atomic(out_dir / METRICS_FILE, payload)
-    log.info("%s in %.1f s (%.0f train images/s on %s) -> %s", status, payload["wall_seconds"],
-             payload["train_images_per_s"] or 0, device.type, out_dir)
-    return payload
+    return record.finish(outcome, status, reason, train_seconds=time.perf_counter() - started)

@@ -24,6 +24,7 @@ from imbalance_lab.schema import (
     SyntheticConfig,
     TrainerConfig,
 )
+from imbalance_lab.train import Precision
 
 CPU = torch.device("cpu")
 
@@ -97,7 +98,7 @@ def test_threshold_is_the_quantile_of_held_out_majority_training_scores(result):
     assert [h["loss"] for h in again] == [h["loss"] for h in history]
 
     def features(x):
-        return extract_features(model, torch.from_numpy(x), amp=False, channels_last=False)
+        return extract_features(model, torch.from_numpy(x), Precision())
 
     detector = MahalanobisDetector.fit(features(majority[fit_idx]), 0.95)
     cal_scores = detector.scores(features(majority[cal_idx]))

@@ -41,10 +41,11 @@ from sklearn.covariance import LedoitWolf
 from sklearn.metrics import roc_auc_score
 
 from imbalance_lab.data.split import ImbalancedSplit, _channel_stats
+from imbalance_lab.evaluation import Outcome, score
 from imbalance_lab.losses import build_loss
 from imbalance_lab.models import build_model
 from imbalance_lab.schema import CELossConfig, Config, ConfigError, check
-from imbalance_lab.train.trainer import fit, to_float_batch
+from imbalance_lab.train import Precision, fit
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +100,7 @@ def train_rotation_model(cfg: Config, x: torch.Tensor, mean, std, generator: tor
     loop (cross-entropy on the rotation labels); (model, history). ``images_per_s`` counts source images."""
     device = x.device
     model = build_model(cfg.model.name, x.shape[1], ROTATIONS, mean, std, cfg.model.embedding_dim).to(device)
-    if cfg.trainer.channels_last and device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    model = Precision.of(cfg.trainer, device).prepare(model)
     loss_fn = build_loss(CELossConfig(), [1] * ROTATIONS).to(device)
     unlabelled = torch.zeros(len(x), dtype=torch.long, device=device)  # labels come from rotate_all
     history = fit(model, loss_fn, x, unlabelled, trainer_cfg=cfg.trainer, optim_cfg=cfg.optim,
@@ -109,14 +109,13 @@ def train_rotation_model(cfg: Config, x: torch.Tensor, mean, std, generator: tor
 
 
 @torch.no_grad()
-def extract_features(model, x: torch.Tensor, *, amp: bool, channels_last: bool,
-                     batch_size: int = 1000) -> np.ndarray:
+def extract_features(model, x: torch.Tensor, precision: Precision, batch_size: int = 1000) -> np.ndarray:
     """``model.features`` (eval mode, no augmentation, no rotation) of uint8 images, float64 numpy."""
     model.eval()
     out = []
     for i in range(0, len(x), batch_size):
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
-            out.append(model.features(to_float_batch(x[i:i + batch_size], channels_last)).float())
+        with precision.autocast():
+            out.append(model.features(precision.inputs(x[i:i + batch_size])).float())
     return torch.cat(out).cpu().numpy().astype(np.float64)
 
 
@@ -157,20 +156,19 @@ def run_majority_only(cfg: Config, split: ImbalancedSplit, device: torch.device,
              "on %d held-out ones; the %d %s (minority) training images are not used", len(fit_idx),
              names[majority], len(cal_idx), counts[minority], names[minority])
 
-    amp = cfg.trainer.amp and device.type == "cuda"
-    channels_last = cfg.trainer.channels_last and device.type == "cuda"
+    precision = Precision.of(cfg.trainer, device)
     x_fit = torch.from_numpy(x_major_np[fit_idx]).to(device)
     mean, std = _channel_stats(x_major_np[fit_idx])  # of the majority images: the minority stays unseen
     model, history = train_rotation_model(cfg, x_fit, mean, std, generator)
 
-    fit_features = extract_features(model, x_fit, amp=amp, channels_last=channels_last)
-    cal_features = extract_features(model, torch.from_numpy(x_major_np[cal_idx]).to(device), amp=amp,
-                                     channels_last=channels_last) if len(cal_idx) else None
+    fit_features = extract_features(model, x_fit, precision)
+    cal_features = (extract_features(model, torch.from_numpy(x_major_np[cal_idx]).to(device), precision)
+                    if len(cal_idx) else None)
     detector = MahalanobisDetector.fit(fit_features, q, cal_features)
     fit_scores = detector.scores(fit_features)
     cal_scores = fit_scores if cal_features is None else detector.scores(cal_features)
     test_x = torch.from_numpy(split.test_x).to(device)
-    scores = detector.scores(extract_features(model, test_x, amp=amp, channels_last=channels_last))
+    scores = detector.scores(extract_features(model, test_x, precision))
     y_pred = np.where(scores > detector.threshold, minority, majority).astype(np.int64)
     probs = np.empty((len(scores), 2), np.float32)
     probs[:, minority] = detector.anomaly_probability(scores)
@@ -205,3 +203,10 @@ def run_majority_only(cfg: Config, split: ImbalancedSplit, device: torch.device,
              100 * info["fit_flag_rate"], "n/a" if auroc is None else f"{auroc:.4f}")
     pred = {"y_true": split.test_y.copy(), "y_pred": y_pred, "probs": probs, "scores": scores}
     return pred, extra, history
+
+
+def majority_only_outcome(cfg: Config, split: ImbalancedSplit, device: torch.device,
+                          generator: torch.Generator) -> Outcome:
+    """``method=majority_only`` as a run: the test predictions scored like any other method's."""
+    pred, extra, history = run_majority_only(cfg, split, device, generator)
+    return Outcome(history=history, test=(pred, score(pred, split)), extra=extra)

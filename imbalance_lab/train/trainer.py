@@ -14,11 +14,17 @@ from tqdm.auto import tqdm
 
 from .augment import random_crop_flip
 from .optim import build_optimizer, build_scheduler
+from .precision import Precision
 from .samplers import epoch_indices, epoch_size
 
 
 class TrainingFailed(RuntimeError):
-    """Training cannot go on (e.g. the loss became NaN); the message is the reason recorded."""
+    """Training cannot go on (e.g. the loss became NaN); the message is the reason recorded, ``history``
+    the epochs finished before it."""
+
+    def __init__(self, reason: str, history: list[dict] | None = None):
+        super().__init__(reason)
+        self.history = history or []
 
 
 def resolve_device(name: str) -> torch.device:
@@ -27,21 +33,16 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def to_float_batch(x_uint8: torch.Tensor, channels_last: bool) -> torch.Tensor:
-    x = x_uint8.float().div_(255)
-    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
-
-
 @torch.no_grad()
-def evaluate(model, loss_fn, x: torch.Tensor, y: torch.Tensor, *, amp: bool, channels_last: bool,
+def evaluate(model, loss_fn, x: torch.Tensor, y: torch.Tensor, precision: Precision, *,
              batch_size: int = 1000, with_features: bool = False) -> dict[str, np.ndarray]:
     """Predictions on a device-resident split: true labels, predicted labels, softmax of the class scores
     (and the features entering the head, if asked)."""
     model.eval()
     scores, features = [], []
     for i in range(0, len(y), batch_size):
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
-            f = model.features(to_float_batch(x[i:i + batch_size], channels_last))
+        with precision.autocast():
+            f = model.features(precision.inputs(x[i:i + batch_size]))
             logits = model.head(f)
         scores.append(loss_fn.scores(logits.float()))
         if with_features:
@@ -54,7 +55,7 @@ def evaluate(model, loss_fn, x: torch.Tensor, y: torch.Tensor, *, amp: bool, cha
 
 
 @torch.no_grad()
-def recalibrate_batchnorm(model, x: torch.Tensor, batches: list[torch.Tensor], channels_last: bool, amp: bool):
+def recalibrate_batchnorm(model, x: torch.Tensor, batches: list[torch.Tensor], precision: Precision):
     """Recompute BatchNorm running statistics as plain averages over fixed training batches ("precise BN",
     Wu & Johnson 2021). The exponential running averages lag badly while Adam moves the weights quickly
     (seen here: 83% eval-mode vs 95% batch-statistics accuracy on MNIST after 100 steps); evaluation then
@@ -68,8 +69,8 @@ def recalibrate_batchnorm(model, x: torch.Tensor, batches: list[torch.Tensor], c
         m.momentum = None  # cumulative average
     model.train()
     for idx in batches:
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
-            model(to_float_batch(x[idx], channels_last))
+        with precision.autocast():
+            model(precision.inputs(x[idx]))
     for m, momentum in zip(norms, momenta):
         m.momentum = momentum
 
@@ -84,9 +85,7 @@ def fit(model, loss_fn, x: torch.Tensor, y: torch.Tensor, *, trainer_cfg, optim_
     recalibrated before it (and after the last epoch in any case). ``batch_transform(x, y)`` turns each
     augmented uint8 batch into the one trained on (e.g. a self-supervised pretext task)."""
     device = x.device
-    cuda = device.type == "cuda"
-    amp = trainer_cfg.amp and cuda
-    channels_last = trainer_cfg.channels_last and cuda
+    precision = Precision.of(trainer_cfg, device)
     class_counts = torch.bincount(y, minlength=loss_fn.num_classes)
     n = epoch_size(sampler, class_counts.tolist())
     batch_size = min(trainer_cfg.batch_size, n)
@@ -116,8 +115,8 @@ def fit(model, loss_fn, x: torch.Tensor, y: torch.Tensor, *, trainer_cfg, optim_
                 xb = random_crop_flip(xb, generator=generator)
             if batch_transform is not None:
                 xb, yb = batch_transform(xb, yb)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                logits = step_fn(to_float_batch(xb, channels_last))
+            with precision.autocast():
+                logits = step_fn(precision.inputs(xb))
             loss = loss_fn(logits, yb)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -129,11 +128,11 @@ def fit(model, loss_fn, x: torch.Tensor, y: torch.Tensor, *, trainer_cfg, optim_
         seconds = time.perf_counter() - t0
         if not math.isfinite(epoch_loss):
             bar.close()
-            raise TrainingFailed(f"training loss became {epoch_loss} in epoch {epoch + 1}")
+            raise TrainingFailed(f"training loss became {epoch_loss} in epoch {epoch + 1}", history)
         record = {"epoch": epoch + 1, "loss": epoch_loss, "lr": optimizer.param_groups[0]["lr"],
                   "seconds": seconds, "images_per_s": steps * batch_size / seconds}
         if (epoch + 1) % trainer_cfg.eval_every == 0 or epoch + 1 == epochs:
-            recalibrate_batchnorm(model, x, calibration, channels_last, amp)
+            recalibrate_batchnorm(model, x, calibration, precision)
             if on_eval is not None:
                 record.update(on_eval(epoch))
         history.append(record)

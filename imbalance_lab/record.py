@@ -1,0 +1,85 @@
+"""What one run leaves in its folder (the files are listed in the README): ``subset_indices.npz`` before
+training, then ``predictions.npz``, the plots and, as the very last step, ``metrics.json`` (written atomically,
+so a run killed before it never looks done)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .data import ImbalancedSplit
+from .evaluation import Outcome
+from .metrics import format_report, plot_confusion
+from .plots import plot_embedding
+from .runfolder import METRICS_FILE, library_versions, save_npz_atomic, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+
+def device_info(device: torch.device) -> dict:
+    if device.type == "cuda":
+        return {"type": "cuda", "name": torch.cuda.get_device_name(device)}
+    return {"type": "cpu", "name": "cpu", "threads": torch.get_num_threads()}
+
+
+class RunRecord:
+    """The run folder of one run: what it is (method, imbalance ratio, dataset, config) and what it gave."""
+
+    def __init__(self, out_dir: Path, cfg, method: str, split: ImbalancedSplit, device: torch.device,
+                 resolved_config: dict):
+        self.out_dir, self.cfg, self.method, self.split = Path(out_dir), cfg, method, split
+        self.device, self.resolved_config = device, resolved_config
+        self.started = time.time()
+        save_npz_atomic(self.out_dir / "subset_indices.npz", **split.indices)
+
+    def finish(self, outcome: Outcome, status: str = "done", reason: str | None = None,
+               train_seconds: float = 0.0) -> dict:
+        """Write predictions and plots (a finished run) and ``metrics.json``; returns its content."""
+        done = status == "done"
+        history = outcome.history
+        payload = {
+            "status": status,
+            "reason": reason,
+            "method": self.method,
+            "imbalance": self.cfg.data.imbalance,
+            "headline": "last-epoch test metrics",
+            "dataset": self.split.description,
+            "test": outcome.test[1] if done else None,
+            "val": outcome.val[1] if done and outcome.val else None,
+            "best_on_validation": outcome.best_on_validation,
+            "history": history,
+            "data": self.split.summary(),
+            "config": self.resolved_config,
+            "device": device_info(self.device),
+            "seed": self.cfg.seed,
+            "epochs": self.cfg.trainer.epochs,
+            "train_seconds": train_seconds,
+            "wall_seconds": time.time() - self.started,
+            "train_images_per_s": float(np.mean([h["images_per_s"] for h in history])) if history else None,
+            "versions": library_versions(),
+            **outcome.extra,
+        }
+        if done:
+            self.write_predictions(outcome)
+            log.info("\n%s", format_report(outcome.test[1]))
+        write_json_atomic(self.out_dir / METRICS_FILE, payload)
+        log.info("%s in %.1f s (%.0f train images/s on %s) -> %s", status, payload["wall_seconds"],
+                 payload["train_images_per_s"] or 0, self.device.type, self.out_dir)
+        return payload
+
+    def write_predictions(self, outcome: Outcome) -> None:
+        pred, metrics = outcome.test
+        split, title = self.split, f"{self.cfg.data.name} r={self.cfg.data.imbalance:g} {self.method}"
+        arrays = {key: pred[key] for key in ("features", "scores") if key in pred}
+        if "features" in pred and pred["features"].shape[1] == 2:
+            plot_embedding(pred["features"], pred["y_true"], split.class_names, self.out_dir / "embedding.png",
+                           title=f"{split.description}: test embeddings, {self.method}",
+                           centres=outcome.centres, centres_per_class=outcome.centres_per_class)
+        save_npz_atomic(self.out_dir / "predictions.npz", y_true=pred["y_true"], y_pred=pred["y_pred"],
+                        probs=pred["probs"], test_indices=split.indices["test"], **arrays)
+        plot_confusion(np.array(metrics["confusion_matrix"]), split.class_names, self.out_dir / "confusion.png",
+                       title=f"{title} (test, last epoch)")
