@@ -11,9 +11,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from .configstore import register_configs, validate
 from .data import DatasetUnavailable
 from .runfolder import METRICS_FILE, is_done, library_versions, read_metrics, write_json_atomic
-from .schema import ConfigError, register_configs, validate
+from .schema import ConfigError
 
 log = logging.getLogger("imbalance_lab")
 
@@ -40,7 +41,8 @@ def main(cfg: DictConfig) -> float | None:
     resolved = OmegaConf.to_container(cfg, resolve=True)
     try:
         config = validate(cfg)
-        from .run import run_experiment  # torch and friends load only once the config is known to be good
+        # the data and training stack loads once the config is known to be good
+        from .run import run_experiment
 
         result = run_experiment(config, out_dir, resolved, loss_option=hydra_cfg.runtime.choices.get("loss"))
     except (ConfigError, DatasetUnavailable) as exc:

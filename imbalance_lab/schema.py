@@ -1,8 +1,9 @@
-"""Typed config schemas, registered in Hydra's ConfigStore.
+"""Typed config schemas (``imbalance_lab.configstore`` registers them in Hydra's ConfigStore).
 
 Types are checked by OmegaConf when the config is composed (``data.imbalance=abc`` fails there).
-Value ranges are checked in ``__post_init__``, which runs when :func:`validate` turns the composed
-config into these dataclasses — before any data is loaded.
+Value ranges are checked in ``__post_init__``, which runs when :func:`to_dataclasses` turns the composed
+config into these dataclasses — before any data is loaded. Each loss's own config class lives with the loss
+(``imbalance_lab/losses/<name>.py``) and derives from :class:`LossConfig`.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -119,16 +119,12 @@ class DataConfig:
 
 
 # ----------------------------------------------------------------------------- model
-MODELS = ("cnn_mnist", "cnn_cifar", "cnn_small", "resnet32")
-
-
 @dataclass
 class ModelConfig:
     name: str = MISSING
     embedding_dim: int | None = None  # e.g. 2: a projection before the head, for feature scatter plots
 
     def __post_init__(self):
-        one_of("model.name", self.name, MODELS)
         check(self.embedding_dim is None or self.embedding_dim >= 1, "model.embedding_dim",
               self.embedding_dim, "null or an integer >= 1")
 
@@ -136,7 +132,8 @@ class ModelConfig:
 # ----------------------------------------------------------------------------- losses
 @dataclass
 class LossConfig:
-    """Fields every loss has: deferred re-weighting (DRW, Cao et al. 2019) of its per-sample losses."""
+    """The base of every loss's config class (each loss module defines its own and registers it with the
+    loss; ``imbalance_lab.configstore`` stores them as ``schema/loss/<name>``). Fields every loss has: deferred re-weighting (DRW, Cao et al. 2019) of its per-sample losses."""
 
     name: str = MISSING
     drw_epoch: int | None = None  # 1-based epoch from which class-balanced weights apply; None = never
@@ -146,103 +143,6 @@ class LossConfig:
         check(self.drw_epoch is None or self.drw_epoch >= 1, "loss.drw_epoch", self.drw_epoch,
               "null or an integer >= 1 (1-based epoch)")
         check(0 <= self.drw_beta < 1, "loss.drw_beta", self.drw_beta, "a number in [0, 1)")
-
-
-@dataclass
-class CELossConfig(LossConfig):
-    name: str = "ce"
-
-
-@dataclass
-class WeightedCELossConfig(LossConfig):
-    name: str = "weighted_ce"
-    power: float = 1.0  # w_c ∝ n_c^(-power)
-
-    def __post_init__(self):
-        super().__post_init__()
-        one_of("loss.power", self.power, (1.0, 0.5))
-
-
-@dataclass
-class FocalLossConfig(LossConfig):
-    name: str = "focal"
-    gamma: float = 2.0
-    alpha: list[float] | None = None  # per-class weights α_c; None = 1 for every class
-
-    def __post_init__(self):
-        super().__post_init__()
-        check(self.gamma >= 0, "loss.gamma", self.gamma, "a number >= 0")
-        if self.alpha is not None:
-            check(all(a >= 0 for a in self.alpha), "loss.alpha", self.alpha, "null or non-negative weights")
-
-
-CB_BASES = ("softmax", "sigmoid", "focal")
-
-
-@dataclass
-class CBLossConfig(LossConfig):
-    name: str = "cb"
-    beta: float = 0.9999  # w_c ∝ (1 − β) / (1 − β^{n_c}); 0 = unweighted
-    base: str = "softmax"  # softmax | sigmoid | focal
-    gamma: float = 1.0  # focal base only
-
-    def __post_init__(self):
-        super().__post_init__()
-        check(0 <= self.beta < 1, "loss.beta", self.beta, "a number in [0, 1)")
-        one_of("loss.base", self.base, CB_BASES)
-        check(self.gamma >= 0, "loss.gamma", self.gamma, "a number >= 0")
-
-
-@dataclass
-class AffinityLossConfig(LossConfig):
-    name: str = "affinity"
-    m: int = 1  # centres per class
-    sigma: float = 10.0  # Gaussian spread: d = exp(−‖f − w‖² / σ)
-    lam: float = 0.75  # margin λ
-    reg_weight: float = 1.0  # weight of the centre-spread regulariser R
-
-    def __post_init__(self):
-        super().__post_init__()
-        check(self.m >= 1, "loss.m", self.m, "an integer >= 1")
-        check(self.sigma > 0, "loss.sigma", self.sigma, "a number > 0")
-        check(self.lam >= 0, "loss.lam", self.lam, "a number >= 0")
-        check(self.reg_weight >= 0, "loss.reg_weight", self.reg_weight, "a number >= 0")
-
-
-@dataclass
-class LogitAdjustedLossConfig(LossConfig):
-    name: str = "logit_adjusted"
-    tau: float = 1.0  # τ; 0 = plain CE, 1 = Balanced Softmax
-    posthoc: bool = False  # true: train plain CE, predict argmax(z − τ log π)
-
-    def __post_init__(self):
-        super().__post_init__()
-        check(self.tau >= 0, "loss.tau", self.tau, "a number >= 0")
-
-
-@dataclass
-class LDAMLossConfig(LossConfig):
-    name: str = "ldam"
-    max_margin: float = 0.5  # largest margin Δ_c (the rarest class)
-    s: float = 30.0  # scale of the cosine logits
-
-    def __post_init__(self):
-        super().__post_init__()
-        check(self.max_margin > 0, "loss.max_margin", self.max_margin, "a number > 0")
-        check(self.s > 0, "loss.s", self.s, "a number > 0")
-
-
-@dataclass
-class DebiasedLossConfig(LossConfig):
-    name: str = "debiased"
-    lam: float = 0.5  # λ: CE(z + λ log q̂, y)
-    momentum: float = 0.999  # μ of the running mean q̂ of softmax(z)
-    debias_scores: bool = False  # true: predict argmax(z − λ log q̂) instead of argmax z
-
-    def __post_init__(self):
-        super().__post_init__()
-        check(self.lam >= 0, "loss.lam", self.lam, "a number >= 0")
-        check(0 <= self.momentum < 1, "loss.momentum", self.momentum, "a number in [0, 1)")
 
 
 # ----------------------------------------------------------------------------- optimiser
@@ -345,29 +245,7 @@ class Config:
                   f"null or one weight per class ({self.data.num_classes} for data={self.data.name})")
 
 
-LOSS_SCHEMAS = {
-    "ce": CELossConfig,
-    "weighted_ce": WeightedCELossConfig,
-    "focal": FocalLossConfig,
-    "cb": CBLossConfig,
-    "affinity": AffinityLossConfig,
-    "logit_adjusted": LogitAdjustedLossConfig,
-    "ldam": LDAMLossConfig,
-    "debiased": DebiasedLossConfig,
-}
-
-
-def register_configs() -> None:
-    cs = ConfigStore.instance()
-    cs.store(name="config_schema", node=Config)
-    cs.store(group="schema/data", name="data", node=DataConfig)
-    cs.store(group="schema/model", name="model", node=ModelConfig)
-    cs.store(group="schema/optim", name="optim", node=OptimConfig)
-    for name, node in LOSS_SCHEMAS.items():
-        cs.store(group="schema/loss", name=name, node=node)
-
-
-def validate(cfg: DictConfig) -> Config:
+def to_dataclasses(cfg: DictConfig) -> Config:
     """Range-check the composed config (raises :class:`ConfigError`) and return it as dataclasses."""
     try:
         return OmegaConf.to_object(cfg)

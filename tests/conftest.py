@@ -2,6 +2,7 @@ import json
 import os
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -27,8 +28,49 @@ def run_cli(*overrides: str, cwd: Path | None = None, timeout: int = 300) -> sub
     """Run ``python -m imbalance_lab`` as a user would, in a subprocess."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.run([sys.executable, "-m", "imbalance_lab", *overrides], cwd=cwd or REPO, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+                          check=False, capture_output=True, text=True, timeout=timeout)
 
 
 def read_json(path: Path) -> dict:
     return json.loads(Path(path).read_text())
+
+
+@contextmanager
+def hydra_compose():
+    """Hydra's compose API on the package's configs (what ``python -m imbalance_lab`` composes)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from imbalance_lab.app import CONFIG_DIR
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        yield lambda *overrides: compose("config", overrides=list(overrides), return_hydra_config=True)
+    GlobalHydra.instance().clear()
+
+
+def compose_run(*overrides: str, compose=None):
+    """(validated Config, resolved config dict without Hydra's part, loss option chosen) for the overrides;
+    ``compose`` from :func:`hydra_compose` saves initialising Hydra again."""
+    from omegaconf import OmegaConf, open_dict
+
+    from imbalance_lab.configstore import validate
+
+    if compose is None:
+        with hydra_compose() as fresh:
+            cfg = fresh(*overrides)
+    else:
+        cfg = compose(*overrides)
+    option = cfg.hydra.runtime.choices.get("loss")
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return validate(cfg), OmegaConf.to_container(cfg, resolve=True), option
+
+
+def run_in_process(out_dir: Path, *overrides: str) -> dict:
+    """One run in this process (compose + ``run_experiment``); its metrics.json content."""
+    from imbalance_lab.run import run_experiment
+
+    config, resolved, option = compose_run(*overrides)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    return run_experiment(config, Path(out_dir), resolved, loss_option=option)

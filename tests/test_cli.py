@@ -2,9 +2,8 @@
 
 import numpy as np
 import pytest
-from sklearn.metrics import f1_score
-
 from conftest import TINY, read_json, run_cli
+from sklearn.metrics import f1_score
 
 
 def test_tiny_run_writes_done_metrics(tmp_path):

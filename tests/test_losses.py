@@ -7,7 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from imbalance_lab.losses import LOSSES, build_loss
-from imbalance_lab.schema import CELossConfig, FocalLossConfig, WeightedCELossConfig
+from imbalance_lab.losses.ce import CELossConfig
+from imbalance_lab.losses.focal import FocalLossConfig
+from imbalance_lab.losses.weighted_ce import WeightedCELossConfig
 
 COUNTS = [100, 10, 1]
 LOGITS = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 0.3], [-3.0, 4.0, 1.0], [10.0, -10.0, 0.0]])

@@ -9,17 +9,14 @@ import torch
 import torch.nn.functional as F
 
 from imbalance_lab.losses import LOSSES, build_loss
+from imbalance_lab.losses.affinity import AffinityLossConfig
+from imbalance_lab.losses.cb import CBLossConfig
+from imbalance_lab.losses.ce import CELossConfig
+from imbalance_lab.losses.debiased import DebiasedLossConfig
+from imbalance_lab.losses.ldam import LDAMLossConfig
+from imbalance_lab.losses.logit_adjusted import LogitAdjustedLossConfig
 from imbalance_lab.models import build_model
-from imbalance_lab.schema import (
-    AffinityLossConfig,
-    CBLossConfig,
-    CELossConfig,
-    ConfigError,
-    DebiasedLossConfig,
-    LDAMLossConfig,
-    LogitAdjustedLossConfig,
-    LossConfig,
-)
+from imbalance_lab.schema import ConfigError, LossConfig
 from imbalance_lab.train.trainer import param_groups
 
 COUNTS = [100, 10, 1]

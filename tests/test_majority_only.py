@@ -13,9 +13,9 @@ from imbalance_lab.baselines.majority_only import (
 )
 from imbalance_lab.data import build_split
 from imbalance_lab.data.split import _channel_stats
+from imbalance_lab.losses.ce import CELossConfig
 from imbalance_lab.metrics import compute_metrics
 from imbalance_lab.schema import (
-    CELossConfig,
     Config,
     ConfigError,
     DataConfig,

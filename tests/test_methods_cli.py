@@ -5,7 +5,6 @@ exponential profile from 200 images per class, CIFAR-10 airplane 500 vs automobi
 """
 
 import pytest
-
 from conftest import read_json, run_cli
 
 LOSSES = ["ce", "weighted_ce", "focal", "cb", "affinity", "logit_adjusted", "ldam", "ldam_drw", "debiased"]

@@ -43,8 +43,9 @@ from sklearn.metrics import roc_auc_score
 from imbalance_lab.data.split import ImbalancedSplit, _channel_stats
 from imbalance_lab.evaluation import Outcome, score
 from imbalance_lab.losses import build_loss
+from imbalance_lab.losses.ce import CELossConfig
 from imbalance_lab.models import build_model
-from imbalance_lab.schema import CELossConfig, Config, ConfigError, check
+from imbalance_lab.schema import Config, ConfigError, check
 from imbalance_lab.train import Precision, fit
 
 log = logging.getLogger(__name__)

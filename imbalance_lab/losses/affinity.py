@@ -1,5 +1,5 @@
 """Affinity loss (Hayat et al., "Gaussian Affinity for Max-margin Class Imbalanced Learning", ICCV 2019,
-arXiv 1901.07711; article 001). The head (:class:`~imbalance_lab.models.heads.AffinityHead`) holds C·m
+arXiv 1901.07711; article 001). The head (:class:`AffinityHead`, below) holds C·m
 learnable centres w_{j,t} and outputs Gaussian affinities instead of logits:
 
     d_j   = max_{t=1..m} exp(−‖f − w_{j,t}‖² / σ)
@@ -16,13 +16,72 @@ The loss keeps a reference to the head it built (the same module as ``model.head
 trainer counts the shared centres once.
 """
 
-import torch
+import math
+from dataclasses import dataclass
 
-from ..models.heads import AffinityHead
+import torch
+from torch import nn
+
+from ..schema import LossConfig, check
 from .base import ImbalanceLoss, register
 
 
-@register("affinity")
+class AffinityHead(nn.Module):
+    """The head this loss asks for (computed in float32 with autocast off: exponentials of squared
+    distances). Gaussian affinities to learnable class centres:
+
+        d_j(f) = max_{t=1..m} exp(−‖f − w_{j,t}‖² / σ),   output shape (N, C), values in (0, 1]
+
+    ``centres`` has shape (C·m, D); rows j·m … j·m+m−1 belong to class j. Initialised He-normal
+    (std √(2/D)), like the public reimplementations of the affinity layer.
+    """
+
+    def __init__(self, in_features: int, num_classes: int, m: int = 1, sigma: float = 10.0):
+        super().__init__()
+        self.num_classes, self.m, self.sigma = num_classes, m, float(sigma)
+        self.centres = nn.Parameter(torch.randn(num_classes * m, in_features) * math.sqrt(2.0 / in_features))
+
+    def squared_distances(self, f: torch.Tensor) -> torch.Tensor:
+        """‖f_i − w_k‖² for every sample i and centre k: shape (N, C·m)."""
+        w = self.centres.float()
+        d2 = (f * f).sum(1, keepdim=True) + (w * w).sum(1)[None, :] - 2.0 * f @ w.T
+        return d2.clamp_min(0.0)
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(f.device.type, enabled=False):
+            d2 = self.squared_distances(f.float())
+            d = torch.exp(-d2 / self.sigma)
+            return d.view(len(f), self.num_classes, self.m).amax(dim=2)
+
+    def centre_spread(self) -> torch.Tensor:
+        """The regulariser R: population variance of ‖w_k − w_l‖² over all pairs k < l of the C·m centres."""
+        w = self.centres.float()
+        sq = (w * w).sum(1)
+        d2 = (sq[:, None] + sq[None, :] - 2.0 * w @ w.T).clamp_min(0.0)
+        i, j = torch.triu_indices(len(w), len(w), offset=1, device=w.device)
+        return d2[i, j].var(unbiased=False)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.centres.shape[1]}, num_classes={self.num_classes}, m={self.m}, sigma={self.sigma}"
+
+
+@dataclass
+class AffinityLossConfig(LossConfig):
+    name: str = "affinity"
+    m: int = 1  # centres per class
+    sigma: float = 10.0  # Gaussian spread: d = exp(−‖f − w‖² / σ)
+    lam: float = 0.75  # margin λ
+    reg_weight: float = 1.0  # weight of the centre-spread regulariser R
+
+    def __post_init__(self):
+        super().__post_init__()
+        check(self.m >= 1, "loss.m", self.m, "an integer >= 1")
+        check(self.sigma > 0, "loss.sigma", self.sigma, "a number > 0")
+        check(self.lam >= 0, "loss.lam", self.lam, "a number >= 0")
+        check(self.reg_weight >= 0, "loss.reg_weight", self.reg_weight, "a number >= 0")
+
+
+@register(AffinityLossConfig)
 class AffinityLoss(ImbalanceLoss):
     def __init__(self, cfg, class_counts):
         super().__init__(cfg, class_counts)

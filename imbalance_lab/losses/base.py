@@ -1,6 +1,8 @@
 """The loss interface and registry.
 
-A loss is built once per run from its config and ``class_counts`` (training images per class, from the
+A loss is a module here: a config dataclass (a :class:`~imbalance_lab.schema.LossConfig` whose ``name``
+default is the loss's name) and an :class:`ImbalanceLoss` subclass registered with it (``@register``).
+It is built once per run from its config and ``class_counts`` (training images per class, from the
 whole training split, never from a batch). Besides ``forward(logits, targets) -> mean loss`` it may
 override ``make_head`` (the model's last layer, e.g. affinity centres or a cosine head), ``scores`` (how
 logits become predictions, e.g. post-hoc logit adjustment), ``start_epoch`` (schedules) and
@@ -28,8 +30,15 @@ from .weights import effective_number_weights
 LOSSES: dict[str, type[ImbalanceLoss]] = {}
 
 
-def register(name: str):
+def register(config: type):
+    """Register a loss class together with its config dataclass, under the config's default ``name``
+    (what ``loss=<name>`` and ``configs/loss/<name>.yaml`` select)."""
+
     def add(cls):
+        name = config.name
+        if name in LOSSES:
+            raise ValueError(f"two losses registered as {name!r}: {LOSSES[name].__name__} and {cls.__name__}")
+        cls.Config = config
         LOSSES[name] = cls
         return cls
 
@@ -37,6 +46,8 @@ def register(name: str):
 
 
 class ImbalanceLoss(nn.Module):
+    Config: type  # its config dataclass, set by @register
+
     def __init__(self, cfg, class_counts: torch.Tensor):
         super().__init__()
         self.cfg = cfg

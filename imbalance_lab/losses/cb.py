@@ -17,11 +17,13 @@ do not sum to one, so softmax(z) is the calibration-metric stand-in.
 """
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..schema import LossConfig, check, one_of
 from .base import ImbalanceLoss, register
 from .weights import effective_number_weights
 
@@ -45,7 +47,24 @@ def sigmoid_focal_terms(logits: torch.Tensor, onehot: torch.Tensor, gamma: float
     return modulator * bce
 
 
-@register("cb")
+CB_BASES = ("softmax", "sigmoid", "focal")
+
+
+@dataclass
+class CBLossConfig(LossConfig):
+    name: str = "cb"
+    beta: float = 0.9999  # w_c ∝ (1 − β) / (1 − β^{n_c}); 0 = unweighted
+    base: str = "softmax"  # softmax | sigmoid | focal
+    gamma: float = 1.0  # focal base only
+
+    def __post_init__(self):
+        super().__post_init__()
+        check(0 <= self.beta < 1, "loss.beta", self.beta, "a number in [0, 1)")
+        one_of("loss.base", self.base, CB_BASES)
+        check(self.gamma >= 0, "loss.gamma", self.gamma, "a number >= 0")
+
+
+@register(CBLossConfig)
 class ClassBalancedLoss(ImbalanceLoss):
     def __init__(self, cfg, class_counts):
         super().__init__(cfg, class_counts)

@@ -14,13 +14,29 @@ z − λ log q̂ is for pseudo-labels; ``debias_scores: true`` uses it for test 
 initial value, entry k the value after k epochs) and ``q_hat_final`` (after the last step).
 """
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
+from ..schema import LossConfig, check
 from .base import ImbalanceLoss, register
 
 
-@register("debiased")
+@dataclass
+class DebiasedLossConfig(LossConfig):
+    name: str = "debiased"
+    lam: float = 0.5  # λ: CE(z + λ log q̂, y)
+    momentum: float = 0.999  # μ of the running mean q̂ of softmax(z)
+    debias_scores: bool = False  # true: predict argmax(z − λ log q̂) instead of argmax z
+
+    def __post_init__(self):
+        super().__post_init__()
+        check(self.lam >= 0, "loss.lam", self.lam, "a number >= 0")
+        check(0 <= self.momentum < 1, "loss.momentum", self.momentum, "a number in [0, 1)")
+
+
+@register(DebiasedLossConfig)
 class DebiasedLoss(ImbalanceLoss):
     def __init__(self, cfg, class_counts):
         super().__init__(cfg, class_counts)

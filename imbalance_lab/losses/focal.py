@@ -7,13 +7,29 @@ confident predictions; (1 − p_y) is taken as −expm1(log p_y), floored at the
 the gradient of x^γ stays finite for γ < 1.
 """
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
+from ..schema import LossConfig, check
 from .base import ImbalanceLoss, register
 
 
-@register("focal")
+@dataclass
+class FocalLossConfig(LossConfig):
+    name: str = "focal"
+    gamma: float = 2.0
+    alpha: list[float] | None = None  # per-class weights α_c; None = 1 for every class
+
+    def __post_init__(self):
+        super().__post_init__()
+        check(self.gamma >= 0, "loss.gamma", self.gamma, "a number >= 0")
+        if self.alpha is not None:
+            check(all(a >= 0 for a in self.alpha), "loss.alpha", self.alpha, "null or non-negative weights")
+
+
+@register(FocalLossConfig)
 class FocalLoss(ImbalanceLoss):
     def __init__(self, cfg, class_counts):
         super().__init__(cfg, class_counts)

@@ -8,10 +8,14 @@ Predictions use the cosines. LDAM-DRW (the paper's best) is this loss with ``drw
 epoch the per-sample losses are weighted by the class-balanced weights (β = ``drw_beta``, see base.py).
 """
 
+import math
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from ..models.heads import NormedLinear
+from ..schema import LossConfig, check
 from .base import ImbalanceLoss, register
 
 
@@ -20,7 +24,39 @@ def ldam_margins(counts: torch.Tensor, max_margin: float) -> torch.Tensor:
     return (m * (max_margin / m.max())).float()
 
 
-@register("ldam")
+class NormedLinear(nn.Module):
+    """The head this loss asks for (float32 with autocast off: the cosines are scaled by s ≈ 30, where bf16
+    rounding, ~4e-3, would show). Cosine classifier: cos θ_{ij} = ⟨f_i/‖f_i‖, w_j/‖w_j‖⟩, shape (N, C).
+
+    ``weight`` has shape (D, C) and its columns are the class vectors (as in Cao's code).
+    """
+
+    def __init__(self, in_features: int, num_classes: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(in_features, num_classes))
+        nn.init.kaiming_uniform_(self.weight.T, a=math.sqrt(5))  # nn.Linear's default, per class column
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(f.device.type, enabled=False):
+            return F.normalize(f.float(), dim=1) @ F.normalize(self.weight.float(), dim=0)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.weight.shape[0]}, num_classes={self.weight.shape[1]}"
+
+
+@dataclass
+class LDAMLossConfig(LossConfig):
+    name: str = "ldam"
+    max_margin: float = 0.5  # largest margin Δ_c (the rarest class)
+    s: float = 30.0  # scale of the cosine logits
+
+    def __post_init__(self):
+        super().__post_init__()
+        check(self.max_margin > 0, "loss.max_margin", self.max_margin, "a number > 0")
+        check(self.s > 0, "loss.s", self.s, "a number > 0")
+
+
+@register(LDAMLossConfig)
 class LDAMLoss(ImbalanceLoss):
     def __init__(self, cfg, class_counts):
         super().__init__(cfg, class_counts)

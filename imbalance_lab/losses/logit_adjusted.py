@@ -7,13 +7,27 @@
 softmax(z + log π)_y = π_y e^{z_y} / Σ_c π_c e^{z_c}.
 """
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
+from ..schema import LossConfig, check
 from .base import ImbalanceLoss, register
 
 
-@register("logit_adjusted")
+@dataclass
+class LogitAdjustedLossConfig(LossConfig):
+    name: str = "logit_adjusted"
+    tau: float = 1.0  # τ; 0 = plain CE, 1 = Balanced Softmax
+    posthoc: bool = False  # true: train plain CE, predict argmax(z − τ log π)
+
+    def __post_init__(self):
+        super().__post_init__()
+        check(self.tau >= 0, "loss.tau", self.tau, "a number >= 0")
+
+
+@register(LogitAdjustedLossConfig)
 class LogitAdjustedLoss(ImbalanceLoss):
     def __init__(self, cfg, class_counts):
         super().__init__(cfg, class_counts)

@@ -5,15 +5,28 @@ literature, e.g. Mahajan et al. 2018). The batch loss is the plain mean of w_y·
 if configured, multiplies its own weights on top).
 """
 
+from dataclasses import dataclass
+
 import torch.nn.functional as F
 
+from ..schema import LossConfig, one_of
 from .base import ImbalanceLoss, register
 from .weights import inverse_frequency_weights
 
 __all__ = ["WeightedCrossEntropy", "inverse_frequency_weights"]
 
 
-@register("weighted_ce")
+@dataclass
+class WeightedCELossConfig(LossConfig):
+    name: str = "weighted_ce"
+    power: float = 1.0  # w_c ∝ n_c^(-power)
+
+    def __post_init__(self):
+        super().__post_init__()
+        one_of("loss.power", self.power, (1.0, 0.5))
+
+
+@register(WeightedCELossConfig)
 class WeightedCrossEntropy(ImbalanceLoss):
     def __init__(self, cfg, class_counts):
         super().__init__(cfg, class_counts)

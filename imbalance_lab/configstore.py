@@ -1,0 +1,36 @@
+"""Hydra's ConfigStore, filled from the registries, and the check of a composed config against them.
+
+``schema/loss/<name>`` is each registered loss's config dataclass (``configs/loss/<name>.yaml`` starts from
+it); the model, data and optimiser groups share one schema each. A name that a type cannot check (which
+model; a ``loss.name`` that disagrees with the loss option chosen) is checked here against the registries.
+"""
+
+from __future__ import annotations
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig
+
+from .losses import LOSSES
+from .models import BACKBONES
+from .schema import Config, DataConfig, ModelConfig, OptimConfig, check, one_of, to_dataclasses
+
+
+def register_configs() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="config_schema", node=Config)
+    cs.store(group="schema/data", name="data", node=DataConfig)
+    cs.store(group="schema/model", name="model", node=ModelConfig)
+    cs.store(group="schema/optim", name="optim", node=OptimConfig)
+    for name, loss in LOSSES.items():
+        cs.store(group="schema/loss", name=name, node=loss.Config)
+
+
+def validate(cfg: DictConfig) -> Config:
+    """The composed config as dataclasses, every value range-checked (raises ``ConfigError``)."""
+    config = to_dataclasses(cfg)
+    one_of("model.name", config.model.name, BACKBONES)
+    name = config.loss.name
+    one_of("loss.name", name, LOSSES)
+    check(isinstance(config.loss, LOSSES[name].Config), "loss.name", name,
+          f"the name of the loss option chosen ({type(config.loss).name}); choose another loss with loss={name}")
+    return config

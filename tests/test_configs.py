@@ -1,0 +1,121 @@
+"""One name in one place: the registries (losses, models, methods, samplers), the schemas stored in Hydra's
+ConfigStore and the YAML folders agree; every experiment preset composes and validates for every value of
+its sweep; no module imports from a layer above its own."""
+
+import ast
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO, compose_run, hydra_compose
+from hydra.core.config_store import ConfigStore
+
+import imbalance_lab.app  # noqa: F401  (fills the ConfigStore)
+from imbalance_lab import run, schema
+from imbalance_lab.losses import LOSSES
+from imbalance_lab.models import BACKBONES
+from imbalance_lab.train.samplers import epoch_indices
+
+CONFIGS = REPO / "configs"
+
+
+def options(group: str) -> set[str]:
+    return {p.stem for p in (CONFIGS / group).glob("*.yaml")}
+
+
+@pytest.fixture(scope="module")
+def compose():
+    with hydra_compose() as compose:
+        yield compose
+
+
+def test_every_registered_loss_has_its_schema_and_yaml_and_every_yaml_is_a_registered_loss(compose):
+    stored = ConfigStore.instance().repo["schema"]["loss"]
+    assert {name.removesuffix(".yaml") for name in stored} == set(LOSSES)
+    assert set(LOSSES) <= options("loss")
+    for option in sorted(options("loss")):
+        config, _, chosen = compose_run(f"loss={option}", compose=compose)
+        assert chosen == option
+        assert type(config.loss) is LOSSES[config.loss.name].Config  # variants start from a registered loss
+        if option in LOSSES:  # a registered loss's YAML states no default of its own
+            assert config.loss == LOSSES[option].Config()
+    assert all(loss.Config.name == name for name, loss in LOSSES.items())
+
+
+def test_models_methods_and_samplers_are_one_list_each(compose):
+    assert options("model") == set(BACKBONES)
+    for option in sorted(options("model")):
+        assert compose_run(f"model={option}", compose=compose)[0].model.name == option
+    assert set(run.METHODS) == set(schema.METHODS)
+    import torch
+
+    labels = torch.tensor([0, 0, 0, 1])
+    for kind in schema.SAMPLERS:  # every sampler the schema allows is one the trainer draws
+        assert len(epoch_indices(kind, labels, torch.bincount(labels), torch.Generator())) > 0
+
+
+def test_a_loss_name_that_disagrees_with_the_option_is_refused(compose):
+    with pytest.raises(schema.ConfigError, match=r"^loss.name='focal' is not allowed: the name of the loss "
+                                                 r"option chosen \(ce\)"):
+        compose_run("loss=ce", "loss.name=focal", compose=compose)
+
+
+def sweep_points(preset: str) -> list[list[str]]:
+    """Override lists of a preset's sweep in which every value of every parameter (seeds aside) occurs at
+    least once: point i takes each parameter's i-th value, cycling (a handful of composes, not the grid)."""
+    params = yaml.safe_load((CONFIGS / "experiment" / f"{preset}.yaml").read_text())["hydra"]["sweeper"]["params"]
+    values = {key: [v.strip() for v in str(vals).split(",")] for key, vals in params.items() if key != "seed"}
+    return [[f"{key}={vals[i % len(vals)]}" for key, vals in values.items()]
+            for i in range(max(map(len, values.values())))]
+
+
+@pytest.mark.parametrize("preset", sorted(options("experiment")))
+def test_every_experiment_preset_composes_and_validates_for_every_sweep_value(compose, preset):
+    assert compose(f"experiment={preset}").hydra.sweeper.params
+    for point in sweep_points(preset):
+        compose_run(f"experiment={preset}", *point, compose=compose)
+
+
+# ----------------------------------------------------------------------------- import layers
+# A module may import from its own layer and the ones before it, never from a later one.
+LAYERS = [
+    {"schema", "atomic", "runfolder"},
+    {"data"},
+    {"losses"},
+    {"models"},
+    {"train", "metrics", "plots"},
+    {"evaluation", "record", "baselines"},
+    {"run"},
+    {"configstore", "app", "__main__", "report", "callbacks", "__init__"},
+]
+LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
+
+
+def package_imports(path: Path) -> set[str]:
+    """The top-level parts of imbalance_lab that a module imports (anywhere in it, functions included)."""
+    parts = path.relative_to(REPO / "imbalance_lab").with_suffix("").parts
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: resolve against the module's package
+                base = list(parts[:-1])[: len(parts) - node.level]
+                target = base + (node.module.split(".") if node.module else [a.name for a in node.names])
+            elif (node.module or "").startswith("imbalance_lab"):
+                target = node.module.split(".")[1:] or [a.name for a in node.names]
+            else:
+                continue
+            found.add(target[0] if target else "__init__")
+        elif isinstance(node, ast.Import):
+            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("imbalance_lab.")}
+    return found
+
+
+def test_no_module_imports_from_a_later_layer():
+    modules = sorted((REPO / "imbalance_lab").rglob("*.py"))
+    upward = []
+    for path in modules:
+        own = path.relative_to(REPO / "imbalance_lab").with_suffix("").parts[0]
+        assert own in LAYER, f"{own} is in no layer: add it to LAYERS"
+        upward += [f"{path.relative_to(REPO)} imports {name}" for name in package_imports(path)
+                   if LAYER[name] > LAYER[own]]
+    assert not upward
