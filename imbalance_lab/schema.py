@@ -179,7 +179,7 @@ DEVICES = ("auto", "cpu", "cuda")
 
 @dataclass
 class TrainerConfig:
-    epochs: int = 20
+    epochs: int = 15
     batch_size: int = 128
     eval_every: int = 5  # evaluate every k epochs, and always after the last
     device: str = "auto"

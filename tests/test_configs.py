@@ -9,6 +9,7 @@ import pytest
 import yaml
 from conftest import REPO, compose_run, hydra_compose
 from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
 
 import imbalance_lab.app  # noqa: F401  (fills the ConfigStore)
 from imbalance_lab import run, schema
@@ -60,10 +61,9 @@ def test_a_loss_name_that_disagrees_with_the_option_is_refused(compose):
         compose_run("loss=ce", "loss.name=focal", compose=compose)
 
 
-def sweep_points(preset: str) -> list[list[str]]:
+def sweep_points(params) -> list[list[str]]:
     """Override lists of a preset's sweep in which every value of every parameter (seeds aside) occurs at
     least once: point i takes each parameter's i-th value, cycling (a handful of composes, not the grid)."""
-    params = yaml.safe_load((CONFIGS / "experiment" / f"{preset}.yaml").read_text())["hydra"]["sweeper"]["params"]
     values = {key: [v.strip() for v in str(vals).split(",")] for key, vals in params.items() if key != "seed"}
     return [[f"{key}={vals[i % len(vals)]}" for key, vals in values.items()]
             for i in range(max(map(len, values.values())))]
@@ -71,9 +71,62 @@ def sweep_points(preset: str) -> list[list[str]]:
 
 @pytest.mark.parametrize("preset", sorted(options("experiment")))
 def test_every_experiment_preset_composes_and_validates_for_every_sweep_value(compose, preset):
-    assert compose(f"experiment={preset}").hydra.sweeper.params
-    for point in sweep_points(preset):
+    params = compose(f"experiment={preset}").hydra.sweeper.params
+    assert params
+    for point in sweep_points(params):
         compose_run(f"experiment={preset}", *point, compose=compose)
+
+
+# ----------------------------------------------------------------------------- one default per value
+SCHEMAS = {"data": schema.DataConfig, "model": schema.ModelConfig, "optim": schema.OptimConfig}
+
+
+def leaves(node: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in node.items():
+        if isinstance(value, dict):
+            out.update(leaves(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def stated(path: Path) -> tuple[list, dict]:
+    """A YAML file's defaults list and the values it states itself (Hydra's own settings aside)."""
+    raw = yaml.safe_load(path.read_text()) or {}
+    defaults = raw.pop("defaults", [])
+    raw.pop("hydra", None)
+    return defaults, leaves(raw)
+
+
+@pytest.mark.parametrize("group", ["data", "model", "optim", "loss"])
+def test_group_yaml_files_state_only_what_differs_from_what_they_start_from(compose, group):
+    for path in sorted((CONFIGS / group).glob("*.yaml")):
+        defaults, values = stated(path)
+        parent = next(d for d in defaults if d != "_self_")
+        if parent.startswith("/schema/"):  # the schema's defaults
+            name = parent.split("/")[3].split("@")[0]
+            base = OmegaConf.structured(LOSSES[name].Config if group == "loss" else SCHEMAS[group])
+        else:  # another option of the group
+            base = compose(f"{group}={parent}")[group]
+        same = [key for key, value in values.items() if OmegaConf.select(base, key, default=object()) == value]
+        assert not same, f"{path.relative_to(REPO)} restates {same}"
+
+
+def test_experiment_presets_state_only_what_differs(compose):
+    assert stated(CONFIGS / "config.yaml")[1] == {}  # the defaults are the schema's
+    for path in sorted((CONFIGS / "experiment").glob("*.yaml")):
+        defaults, values = stated(path)
+        base = []
+        for entry in defaults:
+            if isinstance(entry, dict):  # override /group: option
+                ((key, option),) = entry.items()
+                base.append(f"{key.removeprefix('override /')}={option}")
+            else:  # another preset it extends
+                base.append(f"experiment={entry}")
+        cfg = compose(*base)
+        same = [key for key, value in values.items() if OmegaConf.select(cfg, key) == value]
+        assert not same, f"{path.relative_to(REPO)} restates {same}"
 
 
 # ----------------------------------------------------------------------------- import layers
