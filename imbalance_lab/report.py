@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from .metrics import HEADLINE
 from .runfolder import METRICS_FILE, write_bytes_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -42,21 +43,12 @@ MINORITY_PNG = "summary_minority.png"
 STATUSES = ("done", "failed", "unfinished", "corrupt")
 # Overrides that are axes of the summary, not part of a method's name.
 AXIS_KEYS = {"data.imbalance", "seed", "loss", "method"}
-TEST_METRICS = ("macro_f1", "micro_f1", "accuracy", "balanced_accuracy", "minority_f1", "few_shot_acc")
-METRIC_COLUMNS = [f"test_{m}" for m in TEST_METRICS] + ["test_tail_f1", "val_macro_f1"]
-LABELS = {
-    "test_macro_f1": "macro F1",
-    "test_micro_f1": "micro F1 (= accuracy)",
-    "test_accuracy": "accuracy",
-    "test_balanced_accuracy": "balanced accuracy",
-    "test_minority_f1": "minority F1",
-    "test_few_shot_acc": "few-shot accuracy",
-    "test_tail_f1": "smallest-class F1",
-    "val_macro_f1": "val macro F1",
-}
-# Shown in summary.md (when any run has a value); all of METRIC_COLUMNS are in the aggregate CSV.
-MARKDOWN_METRICS = ("test_macro_f1", "test_micro_f1", "test_balanced_accuracy", "test_minority_f1",
-                    "test_tail_f1", "test_few_shot_acc", "val_macro_f1")
+# Columns: the run's test headline (imbalance_lab.metrics.HEADLINE), the mean F1 of its smallest class(es)
+# and its validation macro F1; all are in the aggregate CSV, summary.md leaves out accuracy (= micro F1).
+METRIC_COLUMNS = [f"test_{m}" for m in HEADLINE] + ["test_tail_f1", "val_macro_f1"]
+LABELS = {f"test_{m}": label for m, label in HEADLINE.items()} | {"test_tail_f1": "smallest-class F1",
+                                                                   "val_macro_f1": "val macro F1"}
+MARKDOWN_METRICS = tuple(m for m in METRIC_COLUMNS if m != "test_accuracy")
 
 
 # ----------------------------------------------------------------------------- reading run folders
@@ -113,27 +105,28 @@ def read_run(run_dir: Path, sweep_dir: Path) -> dict:
             row["reason"] = metrics.get("reason")
             row["finished_at"] = datetime.fromtimestamp(metrics_path.stat().st_mtime).isoformat(timespec="seconds")
 
-    # The resolved config of a finished run; the composed config (.hydra/config.yaml) otherwise.
-    config = (metrics or {}).get("config")
+    # What the run was: metrics.json says it (method, imbalance ratio, dataset); for a run that never wrote
+    # one, the composed config (.hydra/config.yaml) and the overrides stand in.
+    metrics_or_empty = metrics or {}
+    config = metrics_or_empty.get("config")
     if not isinstance(config, dict):
         config = _load_yaml(run_dir / ".hydra" / "config.yaml")
     config = config if isinstance(config, dict) else {}
     data_cfg = config.get("data") if isinstance(config.get("data"), dict) else {}
     loss_cfg = config.get("loss") if isinstance(config.get("loss"), dict) else {}
+    data_summary = metrics_or_empty.get("data") if isinstance(metrics_or_empty.get("data"), dict) else {}
     row["loss"] = loss_cfg.get("name") or overrides.get("loss")
-    # A method's base name: the loss option chosen (affinity and affinity_m5, ldam and ldam_drw share a
-    # loss.name), or the non-supervised method (majority_only) whatever the loss.
-    method = config.get("method", overrides.get("method"))
-    row["base_method"] = method if method not in (None, "supervised") else (overrides.get("loss") or row["loss"])
-    row["imbalance_ratio"] = _number(data_cfg.get("imbalance", overrides.get("data.imbalance")))
+    row["base_method"] = metrics_or_empty.get("method") or fallback_method(config, overrides, row["loss"])
+    row["imbalance_ratio"] = _number(metrics_or_empty.get("imbalance", data_cfg.get("imbalance",
+                                                                                   overrides.get("data.imbalance"))))
     row["seed"] = _number(config.get("seed", overrides.get("seed")))
-    row["dataset"] = data_cfg.get("name") or overrides.get("data")
+    row["dataset"] = data_summary.get("name") or data_cfg.get("name") or overrides.get("data")
     row["overrides"] = overrides
 
     if metrics:
         test = metrics.get("test") if isinstance(metrics.get("test"), dict) else {}
         val = metrics.get("val") if isinstance(metrics.get("val"), dict) else {}
-        for name in TEST_METRICS:
+        for name in HEADLINE:
             row[f"test_{name}"] = _number(test.get(name))
         row["test_tail_f1"] = tail_f1(test)
         row["val_macro_f1"] = _number(val.get("macro_f1"))
@@ -144,6 +137,14 @@ def read_run(run_dir: Path, sweep_dir: Path) -> dict:
         row["dataset_note"] = data.get("note") or None
         row["headline"] = metrics.get("headline")
     return row
+
+
+def fallback_method(config: dict, overrides: dict, loss_name: str | None) -> str | None:
+    """The method of a run whose metrics.json does not name it: the non-supervised method (majority_only)
+    whatever the loss, else the loss option from the overrides (affinity and affinity_m5 share a
+    loss.name), else the loss name."""
+    method = config.get("method", overrides.get("method"))
+    return method if method not in (None, "supervised") else (overrides.get("loss") or loss_name)
 
 
 def tail_f1(test: dict) -> float | None:

@@ -1,8 +1,10 @@
 """The command line end to end, in a subprocess, as a user runs it."""
 
+import json
+
 import numpy as np
 import pytest
-from conftest import TINY, read_json, run_cli
+from conftest import TINY, read_json, run_cli, run_in_process
 from sklearn.metrics import f1_score
 
 
@@ -102,3 +104,12 @@ def test_embedding_plot_with_affinity_centres(tmp_path):
     assert pred["features"].shape == (len(pred["y_true"]), 2)
     assert (tmp_path / "embedding.png").stat().st_size > 10_000
     assert read_json(tmp_path / "metrics.json")["status"] == "done"
+
+
+def test_a_run_records_the_loss_option_it_was_given(tmp_path):
+    """In process (compose + run_experiment): metrics.json names the option chosen (``affinity_m5``, whose
+    loss.name is ``affinity``), the ratio and the dataset."""
+    metrics = run_in_process(tmp_path, *TINY, "loss=affinity_m5")
+    assert metrics["status"] == "done" and metrics["config"]["loss"]["name"] == "affinity"
+    assert (metrics["method"], metrics["imbalance"], metrics["data"]["name"]) == ("affinity_m5", 4.0, "synthetic")
+    assert read_json(tmp_path / "metrics.json") == json.loads(json.dumps(metrics))

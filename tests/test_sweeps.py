@@ -104,6 +104,17 @@ def test_method_is_the_loss_option_chosen_not_the_shared_loss_name(tmp_path):
     assert sorted(report.collect_runs(sweep)["method"]) == ["affinity", "affinity_m5", "majority_only"]
 
 
+def test_report_reads_what_the_run_was_from_metrics_json(tmp_path):
+    sweep = tmp_path / "sweep"
+    run = make_run(sweep, {"seed": "0"})  # the loss option came from a preset: it is in no override
+    metrics = json.loads((run / "metrics.json").read_text())
+    metrics.update(method="affinity_cifar_m5", imbalance=50.0)
+    metrics["data"]["name"] = "cifar10_even"
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    row = report.collect_runs(sweep).iloc[0]
+    assert (row["method"], row["imbalance_ratio"], row["dataset"]) == ("affinity_cifar_m5", 50, "cifar10_even")
+
+
 def test_report_markdown_explains_the_numbers(fake_sweep):
     report.write_report(fake_sweep)
     text = (fake_sweep / report.SUMMARY_MD).read_text()
@@ -207,8 +218,12 @@ def test_grid_sweep_writes_summary(grid_sweep):
     text = (grid_sweep / report.SUMMARY_MD).read_text()
     assert "equals accuracy" in text and "8 done" in text
     assert (grid_sweep / report.MACRO_F1_PNG).read_bytes().startswith(PNG_MAGIC)
-    for run in runs["run"]:
-        assert read_json(grid_sweep / run / "metrics.json")["status"] == "done"
+    for run in runs.to_dict("records"):
+        metrics = read_json(grid_sweep / run["run"] / "metrics.json")
+        assert metrics["status"] == "done"
+        # the run says what it was: the report's method, ratio and dataset are these
+        assert (metrics["method"], metrics["imbalance"], metrics["data"]["name"]) == (
+            run["method"], run["imbalance_ratio"], "synthetic")
 
 
 def test_resume_redoes_only_unfinished_runs(grid_sweep, tmp_path):
