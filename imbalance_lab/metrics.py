@@ -64,7 +64,7 @@ def _mean_or_none(values: np.ndarray) -> float | None:
 
 
 def compute_metrics(y_true, y_pred, probs, train_counts, class_names) -> dict:
-    """All §7 metrics for one evaluation; ``probs`` (N x C softmax) may be None, then ``ece`` is None.
+    """All metrics of one evaluation; ``probs`` (N x C softmax) may be None, then ``ece`` is None.
 
     Per-class averages that need a test sample of the class (balanced accuracy, G-mean, shot groups) use
     only classes present in ``y_true``; F1 averages use all C classes (absent ones count as F1 = 0).
@@ -99,7 +99,7 @@ def compute_metrics(y_true, y_pred, probs, train_counts, class_names) -> dict:
     out = {
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
-        # Equal to accuracy for single-label data; kept because the articles report it under this name.
+        # Equal to accuracy for single-label data; kept because papers and posts on imbalance report it under this name.
         "micro_f1": float(f1_score(y_true, y_pred, labels=labels, average="micro", zero_division=0)),
         "weighted_f1": float(f1_score(y_true, y_pred, labels=labels, average="weighted", zero_division=0)),
         "balanced_accuracy": float(balanced),

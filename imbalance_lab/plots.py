@@ -1,4 +1,4 @@
-"""Pictures of one run (the sweep report draws its own): the 2-D feature scatter of article 001."""
+"""Pictures of one run (the sweep report draws its own): the 2-D feature scatter of the affinity-loss paper (Hayat et al. 2019)."""
 
 from __future__ import annotations
 

@@ -205,7 +205,7 @@ class TrainerConfig:
 
 @dataclass
 class MajorityOnlyConfig:
-    """``method=majority_only`` (article 000, remedy 1): anomaly detection trained on the majority class."""
+    """``method=majority_only``: anomaly detection trained on the majority class alone."""
 
     threshold_quantile: float = 0.95  # of held-out majority training scores: ~5% false alarms on the majority
     calibration_fraction: float = 0.1  # majority training images held out to set the threshold

@@ -1,3 +1,6 @@
+"""Shared helpers. Runs happen in this process (compose + ``run_experiment``) unless a test needs what only
+a process shows: an exit code, Hydra's own output and run folder, a launcher, resume after a kill."""
+
 import json
 import os
 import subprocess
@@ -9,25 +12,40 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
-# Small, fast synthetic setting for CLI tests: 3 classes, 16x16 images, one epoch.
+# Small, fast synthetic setting for run tests: 3 classes, 16x16 images, one epoch.
 TINY = [
     "data=synthetic", "data.synthetic.num_classes=3", "data.synthetic.train_per_class=96",
     "data.synthetic.test_per_class=32", "data.synthetic.image_size=16", "data.imbalance=4",
     "trainer.epochs=1", "trainer.batch_size=32", "trainer.progress=false", "trainer.device=cpu",
 ]
+# Threads are pinned: results on CPU depend on the thread count, and tiny runs are many times slower with
+# two threads spinning on a busy 2-core machine. In this process: 2 (the CI machine's cores, one test at a
+# time); in a CLI subprocess: 1.
+IN_PROCESS_THREADS = 2
+CLI_ENV = {"PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def pinned_threads():
+    import torch
+
+    torch.set_num_threads(IN_PROCESS_THREADS)
 
 
 @pytest.fixture(scope="session")
-def data_root() -> str:
+def mirror() -> str:
+    """The offline dataset mirror for the real-data tests."""
     root = os.environ.get("IMBALANCE_LAB_DATA")
-    assert root, "set IMBALANCE_LAB_DATA to the offline dataset mirror (e.g. ../shared/data)"
+    if not root:
+        pytest.fail("IMBALANCE_LAB_DATA is not set: point it at the offline dataset mirror (e.g. ../shared/data) "
+                    "to run the real-data tests")
     return root
 
 
-def run_cli(*overrides: str, cwd: Path | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    """Run ``python -m imbalance_lab`` as a user would, in a subprocess."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, "-m", "imbalance_lab", *overrides], cwd=cwd or REPO, env=env,
+def run_cli(*args: str, module: str = "imbalance_lab", cwd: Path | None = None,
+            timeout: int = 300) -> subprocess.CompletedProcess:
+    """``python -m imbalance_lab ...`` (or another module) as a user runs it, in a subprocess."""
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd or REPO, env={**os.environ, **CLI_ENV},
                           check=False, capture_output=True, text=True, timeout=timeout)
 
 

@@ -1,11 +1,14 @@
-"""The command line end to end, in a subprocess, as a user runs it."""
+"""Runs end to end: the command line in a subprocess where the process is what is tested (exit codes,
+Hydra's run folder and messages), in process (compose + run_experiment) otherwise."""
 
 import json
 
 import numpy as np
 import pytest
-from conftest import TINY, read_json, run_cli, run_in_process
+from conftest import TINY, compose_run, read_json, run_cli, run_in_process
 from sklearn.metrics import f1_score
+
+from imbalance_lab.schema import ConfigError
 
 
 def test_tiny_run_writes_done_metrics(tmp_path):
@@ -29,28 +32,35 @@ def test_tiny_run_writes_done_metrics(tmp_path):
 
 
 def test_same_seed_same_numbers_on_cpu(tmp_path):
-    runs = []
-    for name in ("a", "b"):
-        assert run_cli(*TINY, f"hydra.run.dir={tmp_path / name}").returncode == 0
-        runs.append(read_json(tmp_path / name / "metrics.json"))
+    runs = [run_in_process(tmp_path / name, *TINY) for name in ("a", "b")]
     assert runs[0]["history"][0]["loss"] == runs[1]["history"][0]["loss"]
     assert runs[0]["test"] == runs[1]["test"]
 
 
-@pytest.mark.parametrize("override, key", [
+BAD_VALUES = [
     ("loss.gamma=-1", "loss.gamma"),
     ("data.imbalance=0.5", "data.imbalance"),
     ("data.imbalance=500", "data.imbalance"),  # 96 images per class: r=500 empties the smallest class
     ("trainer.epochs=0", "trainer.epochs"),
     ("trainer.batch_size=0", "trainer.batch_size"),
     ("model.name=vgg", "model.name"),
-])
-def test_bad_value_is_one_clear_line(tmp_path, override, key):
+]
+
+
+@pytest.mark.parametrize("override, key", BAD_VALUES)
+def test_bad_value_is_one_clear_line(override, key):
     extra = ["loss=focal"] if override.startswith("loss.") else []
-    proc = run_cli(*TINY, *extra, override, f"hydra.run.dir={tmp_path}")
+    with pytest.raises(ConfigError) as err:
+        compose_run(*TINY, *extra, override)
+    assert err.value.key == key and str(err.value).startswith(f"{key}=")
+    assert len(str(err.value).splitlines()) == 1
+
+
+def test_bad_value_stops_the_command_with_one_line_and_exit_code_2(tmp_path):
+    proc = run_cli(*TINY, "loss=focal", "loss.gamma=-1", f"hydra.run.dir={tmp_path}")
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith(f"error: {key}="), proc.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: loss.gamma="), proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "predictions.npz").exists()  # no work done
 
@@ -60,19 +70,28 @@ def test_bad_value_is_one_clear_line(tmp_path, override, key):
     ("data.imbalance=abc", "data.imbalance"),
     ("trainer.epoch=3", "epoch"),
 ])
-def test_unknown_or_mistyped_value_fails_at_compose_time(tmp_path, override, needle):
-    proc = run_cli(*TINY, override, f"hydra.run.dir={tmp_path}")
+def test_unknown_or_mistyped_value_fails_at_compose_time(override, needle):
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    with pytest.raises((HydraException, OmegaConfBaseException)) as err:
+        compose_run(*TINY, override)
+    assert needle in str(err.value)
+
+
+def test_compose_error_stops_the_command_without_a_traceback(tmp_path):
+    proc = run_cli(*TINY, "trainer.epoch=3", f"hydra.run.dir={tmp_path}")
     assert proc.returncode != 0
-    assert needle in proc.stderr and "Traceback" not in proc.stderr
+    assert "epoch" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_cuda_without_gpu_is_refused(tmp_path):
+def test_cuda_without_gpu_is_refused():
     import torch
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    proc = run_cli(*TINY, "trainer.device=cuda", f"hydra.run.dir={tmp_path}")
-    assert proc.returncode == 2 and "trainer.device='cuda'" in proc.stderr
+    with pytest.raises(ConfigError, match="^trainer.device='cuda' is not allowed"):
+        compose_run(*TINY, "trainer.device=cuda")
 
 
 def test_diverging_loss_ends_failed(tmp_path):
@@ -84,13 +103,12 @@ def test_diverging_loss_ends_failed(tmp_path):
 
 
 @pytest.mark.slow
-def test_real_mnist_run(tmp_path, data_root):
+def test_real_mnist_run(tmp_path, mirror):
     """A short run on real MNIST digits 0-3 (0 and 2 reduced 100x) learns: macro F1 well above chance."""
-    proc = run_cli("data=mnist_even", "model=cnn_mnist", "data.imbalance=100", "data.classes=[0,1,2,3]",
-                   "data.reduced_classes=[0,2]", "trainer.epochs=1", "trainer.progress=false",
-                   "trainer.device=cpu", f"hydra.run.dir={tmp_path}")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    metrics = read_json(tmp_path / "metrics.json")
+    metrics = run_in_process(tmp_path, "data=mnist_even", "model=cnn_mnist", "data.imbalance=100",
+                             "data.classes=[0,1,2,3]", "data.reduced_classes=[0,2]", "trainer.epochs=1",
+                             "trainer.progress=false", "trainer.device=cpu")
+    assert metrics["status"] == "done"
     assert metrics["data"]["class_counts"]["train"] == [60, 6742, 60, 6131]
     assert metrics["data"]["class_counts"]["test"] == [10, 1135, 10, 1010]
     assert "MNIST" in metrics["dataset"]
@@ -98,17 +116,16 @@ def test_real_mnist_run(tmp_path, data_root):
 
 
 def test_embedding_plot_with_affinity_centres(tmp_path):
-    proc = run_cli(*TINY, "loss=affinity", "loss.m=2", "model.embedding_dim=2", f"hydra.run.dir={tmp_path}")
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    metrics = run_in_process(tmp_path, *TINY, "loss=affinity", "loss.m=2", "model.embedding_dim=2")
     pred = np.load(tmp_path / "predictions.npz")
     assert pred["features"].shape == (len(pred["y_true"]), 2)
     assert (tmp_path / "embedding.png").stat().st_size > 10_000
-    assert read_json(tmp_path / "metrics.json")["status"] == "done"
+    assert metrics["status"] == "done"
 
 
 def test_a_run_records_the_loss_option_it_was_given(tmp_path):
-    """In process (compose + run_experiment): metrics.json names the option chosen (``affinity_m5``, whose
-    loss.name is ``affinity``), the ratio and the dataset."""
+    """metrics.json names the option chosen (``affinity_m5``, whose loss.name is ``affinity``), the ratio and
+    the dataset."""
     metrics = run_in_process(tmp_path, *TINY, "loss=affinity_m5")
     assert metrics["status"] == "done" and metrics["config"]["loss"]["name"] == "affinity"
     assert (metrics["method"], metrics["imbalance"], metrics["data"]["name"]) == ("affinity_m5", 4.0, "synthetic")

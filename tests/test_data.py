@@ -56,15 +56,6 @@ def reduced(available, r, n_ref, reduced_classes=EVEN):
     return [min(a, n_ref // r) if c in reduced_classes else a for c, a in enumerate(available)]
 
 
-@pytest.fixture(scope="module")
-def mirror():
-    root = os.environ.get("IMBALANCE_LAB_DATA")
-    if not root:
-        pytest.fail("IMBALANCE_LAB_DATA is not set: point it at the offline dataset mirror (e.g. ../shared/data) "
-                    "to run the real-data tests")
-    return root
-
-
 # ----------------------------------------------------------------------------- pure profile functions
 @pytest.mark.parametrize("r, total", [(200, 11203), (100, 12406), (50, 13996), (20, 17023), (10, 20431)])
 def test_exp_counts_cifar10_lt_totals(r, total):

@@ -17,7 +17,7 @@ TARGETS = torch.tensor([0, 2, 1, 1])
 
 
 def test_registry_names():
-    assert {"ce", "weighted_ce", "focal"} <= set(LOSSES)
+    assert {"ce", "weighted_ce", "focal", "cb", "affinity", "logit_adjusted", "ldam", "debiased"} <= set(LOSSES)
 
 
 def test_ce_hand_computed():

@@ -1,4 +1,4 @@
-"""Majority-only baseline (article 000, remedy 1): rotation pretext task + Mahalanobis score, two-class data."""
+"""Majority-only baseline: rotation pretext task + Mahalanobis score, two-class data."""
 
 import numpy as np
 import pytest

@@ -1,11 +1,12 @@
-"""Every loss, sampler and the majority-only baseline end to end from the CLI on real data, 1 epoch on CPU.
+"""Every loss and sampler end to end from the CLI on real data (one multirun per family), and the
+majority-only baseline in process; 1 epoch on CPU.
 
 One multirun per family keeps the cost to one process start; the data are small real subsets (MNIST with an
 exponential profile from 200 images per class, CIFAR-10 airplane 500 vs automobile 50) so the suite stays fast.
 """
 
 import pytest
-from conftest import read_json, run_cli
+from conftest import read_json, run_cli, run_in_process
 
 LOSSES = ["ce", "weighted_ce", "focal", "cb", "affinity", "logit_adjusted", "ldam", "ldam_drw", "debiased"]
 MNIST_SMALL = ["data=mnist_even", "model=cnn_mnist", "data.profile=exp", "data.n_max=200", "data.imbalance=10",
@@ -19,7 +20,7 @@ def sweep_runs(sweep_dir):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("family, values", [("loss", LOSSES), ("sampler", ["oversample", "undersample", "sqrt"])])
-def test_every_method_finishes_on_real_mnist(tmp_path, data_root, family, values):
+def test_every_method_finishes_on_real_mnist(tmp_path, mirror, family, values):
     proc = run_cli("-m", *MNIST_SMALL, f"{family}={','.join(values)}", f"hydra.sweep.dir={tmp_path}",
                    "hydra.callbacks.sweep_summary.enabled=false")
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -36,13 +37,12 @@ def test_every_method_finishes_on_real_mnist(tmp_path, data_root, family, values
 
 
 @pytest.mark.slow
-def test_majority_only_baseline_on_real_cifar2(tmp_path, data_root):
-    proc = run_cli("method=majority_only", "data.profile=exp", "data.n_max=500", "data.imbalance=10",
-                   "trainer.epochs=1", "trainer.progress=false", "trainer.device=cpu", f"hydra.run.dir={tmp_path}")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    metrics = read_json(tmp_path / "metrics.json")
+def test_majority_only_baseline_on_real_cifar2(tmp_path, mirror):
+    metrics = run_in_process(tmp_path, "method=majority_only", "data.profile=exp", "data.n_max=500",
+                             "data.imbalance=10", "trainer.epochs=1", "trainer.progress=false", "trainer.device=cpu")
     assert metrics["status"] == "done"
     info = metrics["majority_only"]
     assert info["majority_class"] == "airplane" and info["minority_train_images_unused"] == 50
     assert 0.0 <= info["auroc"] <= 1.0
     assert metrics["test"]["minority_f1"] is not None
+    assert metrics["method"] == "majority_only"

@@ -5,16 +5,14 @@ tiny synthetic config (CPU, one epoch).
 """
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO, TINY, read_json
+from conftest import TINY, hydra_compose, read_json, run_cli
 from omegaconf import OmegaConf
 
 from imbalance_lab import report
@@ -173,26 +171,18 @@ def test_report_multiclass_uses_smallest_class_and_few_shot(tmp_path):
     assert runs["test_minority_f1"].isna().all()
 
 
-def test_report_command_line(fake_sweep, tmp_path):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run([sys.executable, "-m", "imbalance_lab.report", str(fake_sweep)], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=120, check=False)
+def test_report_command_line(fake_sweep, tmp_path, capsys):
+    proc = run_cli(str(fake_sweep), module="imbalance_lab.report")
     assert proc.returncode == 0, proc.stderr
     assert "12 runs: 12 done" in proc.stdout and "summary.md" in proc.stdout
-    missing = subprocess.run([sys.executable, "-m", "imbalance_lab.report", str(tmp_path / "nope")], cwd=REPO,
-                             env=env, capture_output=True, text=True, timeout=120, check=False)
-    assert missing.returncode == 2 and missing.stderr.startswith("error: no such sweep folder")
+    assert report.main([str(tmp_path / "nope")]) == 2  # the command's exit code (in process)
+    assert capsys.readouterr().err.startswith("error: no such sweep folder")
 
 
 # ----------------------------------------------------------------------------- end to end (real CLI)
 def sweep_cli(sweep_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
-    """``python -m imbalance_lab -m ...`` into ``sweep_dir``. One OpenMP thread per process: tiny runs are
-    many times slower with two threads spinning on a busy 2-core machine (nothing checked here depends on
-    the thread count)."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "imbalance_lab", "-m", *BASE, *overrides,
-                           f"hydra.sweep.dir={sweep_dir}"], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=300, check=False)
+    """``python -m imbalance_lab -m ...`` into ``sweep_dir`` (threads pinned by ``run_cli``)."""
+    proc = run_cli("-m", *BASE, *overrides, f"hydra.sweep.dir={sweep_dir}")
     assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
     return proc
 
@@ -320,24 +310,18 @@ def test_continued_search_does_not_replay_its_proposals(tmp_path):
 def test_launcher_and_search_presets_compose():
     import warnings
 
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from imbalance_lab.app import CONFIG_DIR
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"), warnings.catch_warnings():
+    with hydra_compose() as compose, warnings.catch_warnings():
         warnings.simplefilter("error")  # e.g. Hydra's deprecated automatic schema matching
         for preset, target in (("parallel", "joblib_launcher.JoblibLauncher"),
                                ("slurm", "submitit_launcher.SlurmLauncher"),
                                ("slurm_local", "submitit_launcher.LocalLauncher")):
-            cfg = compose("config", overrides=[f"hydra/launcher={preset}"], return_hydra_config=True)
+            cfg = compose(f"hydra/launcher={preset}")
             assert cfg.hydra.launcher._target_.endswith(target)
-        cfg = compose("config", overrides=["hydra/launcher=parallel"], return_hydra_config=True)
+        cfg = compose("hydra/launcher=parallel")
         assert cfg.hydra.launcher.n_jobs == 2  # k is explicit, not "all cores"
-        cfg = compose("config", overrides=["hydra/launcher=slurm"], return_hydra_config=True)
+        cfg = compose("hydra/launcher=slurm")
         assert cfg.hydra.launcher.gpus_per_node == 1 and cfg.hydra.launcher.array_parallelism > 0
-        cfg = compose("config", overrides=["+hparams_search=affinity_optuna"], return_hydra_config=True)
+        cfg = compose("+hparams_search=affinity_optuna")
         sweeper = OmegaConf.to_container(cfg.hydra.sweeper)
         assert sweeper["direction"] == "maximize" and sweeper["storage"] == "sqlite:///${hydra.sweep.dir}/optuna.db"
         assert sweeper["params"] == {"loss.lam": "interval(0.01, 1.0)",
@@ -345,7 +329,6 @@ def test_launcher_and_search_presets_compose():
                                      "loss.m": "int(interval(1, 30))"}
         assert sweeper["sampler"]["_target_"] == "imbalance_lab.callbacks.continued_tpe_sampler"
         assert cfg.loss.name == "affinity" and cfg.data.val_fraction > 0
-    GlobalHydra.instance().clear()
 
 
 def test_run_dirname_is_one_safe_stable_path_component():

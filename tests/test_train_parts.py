@@ -1,9 +1,13 @@
-"""Batched augmentation and the learning-rate schedule."""
+"""Batched augmentation, the learning-rate schedule and the training loop itself."""
 
 import pytest
 import torch
 
-from imbalance_lab.schema import OptimConfig
+from imbalance_lab.losses import build_loss
+from imbalance_lab.losses.ce import CELossConfig
+from imbalance_lab.models import build_model
+from imbalance_lab.schema import OptimConfig, TrainerConfig
+from imbalance_lab.train import fit
 from imbalance_lab.train.augment import random_crop_flip
 from imbalance_lab.train.optim import lr_factor
 
@@ -37,3 +41,29 @@ def test_cosine_ends_near_zero():
     assert lr_factor(0, 10, 10, cfg) == 1.0
     assert lr_factor(50, 10, 10, cfg) == pytest.approx(0.5)
     assert lr_factor(99, 10, 10, cfg) < 1e-3
+
+
+def test_fit_evaluates_every_k_epochs_and_after_the_last_and_learns():
+    """The training loop called directly: on_eval after epochs 2 and 4 (eval_every=2) and after the last (5),
+    its record merged into that epoch's history; a separable two-class problem is learnt."""
+    g = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    noise = torch.randint(0, 40, (128, 1, 8, 8), generator=g)
+    x = (torch.cat([torch.full((64, 1, 8, 8), 180), torch.full((64, 1, 8, 8), 60)]) + noise).to(torch.uint8)
+    y = torch.tensor([0] * 64 + [1] * 64)
+    loss_fn = build_loss(CELossConfig(), [64, 64])
+    model = build_model("cnn_small", 1, 2, [0.5], [0.25], make_head=loss_fn.make_head)
+    calls = []
+    history = fit(model, loss_fn, x, y, trainer_cfg=TrainerConfig(epochs=5, batch_size=32, eval_every=2,
+                                                                  device="cpu", progress=False),
+                  optim_cfg=OptimConfig(name="adam", lr=1e-2), augment=False, generator=g,
+                  on_eval=lambda epoch: calls.append(epoch) or {"evaluated_epoch": epoch + 1})
+    assert calls == [1, 3, 4]  # 0-based
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4, 5]
+    assert [h.get("evaluated_epoch") for h in history] == [None, 2, None, 4, 5]
+    assert all(h["images_per_s"] > 0 and h["lr"] == pytest.approx(1e-2) for h in history)
+    assert history[-1]["loss"] < history[0]["loss"]
+    model.eval()
+    with torch.no_grad():
+        accuracy = (model(x.float() / 255).argmax(1) == y).float().mean().item()
+    assert accuracy > 0.95

@@ -1,4 +1,4 @@
-"""Majority-only baseline for two-class data (article 000, remedy 1: learn from the majority class only).
+"""Majority-only baseline for two-class data: learn from the majority class only, as anomaly detection.
 
 The anomaly-detection view of a two-class imbalanced problem: the majority class is "normal", the minority
 class "anomalous", and a model is built from the majority alone (in anomaly detection new kinds of anomaly

@@ -1,4 +1,4 @@
-"""Per-class image counts of the imbalance profiles (SPEC §3); r = data.imbalance >= 1.
+"""Per-class image counts of the imbalance profiles; r = data.imbalance >= 1.
 
 Each function returns one count per class and raises :class:`ConfigError` on ``data.imbalance`` when r
 leaves a class with no image. ``class_names`` and ``split`` only word that message.

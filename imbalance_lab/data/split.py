@@ -1,4 +1,4 @@
-"""The train/val/test arrays of one experiment, built from a :class:`DataConfig` (SPEC §3)."""
+"""The train/val/test arrays of one experiment, built from a :class:`DataConfig`."""
 
 from __future__ import annotations
 

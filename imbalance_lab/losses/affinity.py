@@ -1,5 +1,5 @@
 """Affinity loss (Hayat et al., "Gaussian Affinity for Max-margin Class Imbalanced Learning", ICCV 2019,
-arXiv 1901.07711; article 001). The head (:class:`AffinityHead`, below) holds C·m
+arXiv 1901.07711; Keras reimplementation github.com/koshian2/affinity-loss). The head (:class:`AffinityHead`, below) holds C·m
 learnable centres w_{j,t} and outputs Gaussian affinities instead of logits:
 
     d_j   = max_{t=1..m} exp(−‖f − w_{j,t}‖² / σ)

@@ -1,5 +1,5 @@
 """Class-balanced loss (Cui et al., "Class-Balanced Loss Based on Effective Number of Samples", CVPR 2019;
-article 002):
+github.com/richardaecn/class-balanced-loss):
 
     w_c = (1 − β) / (1 − β^{n_c}),  normalised to Σ_c w_c = C      (1 / effective number of samples)
     softmax:  L_i = w_y · (−log p_y),                     p = softmax(z)

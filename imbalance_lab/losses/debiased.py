@@ -1,5 +1,5 @@
 """Adaptive-margin (debiased) loss, supervised form of DebiasPL (Wang et al., "Debiased Learning from
-Naturally Imbalanced Pseudo-Labels", CVPR 2022; article 003):
+Naturally Imbalanced Pseudo-Labels", CVPR 2022; github.com/frank-xwang/debiased-pseudo-labeling):
 
     q̂ ← μ q̂ + (1 − μ) · mean_i softmax(z_i)      (running estimate of the predicted class marginal,
                                                      q̂ = 1/C at the start; z detached)

@@ -1,4 +1,4 @@
-"""Focal loss (Lin et al., "Focal Loss for Dense Object Detection", ICCV 2017; article 000):
+"""Focal loss (Lin et al., "Focal Loss for Dense Object Detection", ICCV 2017):
 
     L = −α_y (1 − p_y)^γ log p_y,   p = softmax(z)
 

@@ -1,4 +1,4 @@
-"""CNN backbones (SPEC §4) and the classifier that puts a head on them."""
+"""CNN backbones and the classifier that puts a head on them."""
 
 from .classifier import BACKBONES, Classifier, build_model
 

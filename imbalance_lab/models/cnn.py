@@ -1,4 +1,4 @@
-"""Article 001's Conv-BN-ReLU CNNs: stages of Conv3x3 -> BN -> ReLU separated by 2x2 average pooling,
+"""The Conv-BN-ReLU CNNs of the affinity-loss reimplementation (github.com/koshian2/affinity-loss): stages of Conv3x3 -> BN -> ReLU separated by 2x2 average pooling,
 then global average pooling and a BatchNorm1d (the affinity head expects normalised features)."""
 
 from torch import nn
