@@ -24,35 +24,49 @@ CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
 register_configs()
 
 
-def fail_before_training(out_dir: Path, reason: str, resolved: dict) -> None:
-    write_json_atomic(out_dir / METRICS_FILE, {"status": "failed", "reason": reason, "config": resolved,
-                                               "versions": library_versions()})
+def refuse(out_dir: Path, reason: str, resolved: dict, multirun: bool) -> dict:
+    """A run that cannot start (a bad value, no dataset): recorded as failed with the reason; a single run
+    stops with one line and exit code 2, a sweep goes on."""
+    metrics = {"status": "failed", "reason": reason, "config": resolved, "versions": library_versions()}
+    write_json_atomic(out_dir / METRICS_FILE, metrics)
+    if not multirun:
+        print(f"error: {reason}", file=sys.stderr)
+        sys.exit(2)
+    log.error("error: %s", reason)
+    return metrics
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
-def main(cfg: DictConfig) -> float | None:
+def prepare(cfg: DictConfig):
+    """The job Hydra set up, as a ``run.Job`` to train, or — for a sweep's run that is already done, or one
+    refused before any work — its metrics."""
+    from .run import Job  # the data and training stack loads once the config is known to be good
+
     hydra_cfg = HydraConfig.get()
     out_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     if multirun and is_done(out_dir):
         log.info("already done, skipped: %s", out_dir)
-        return objective(read_metrics(out_dir))
-
+        return read_metrics(out_dir)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     try:
         config = validate(cfg)
-        # the data and training stack loads once the config is known to be good
-        from .run import run_experiment
+    except ConfigError as exc:
+        return refuse(out_dir, str(exc), resolved, multirun)
+    return Job(config, out_dir, resolved, hydra_cfg.runtime.choices.get("loss"), multirun)
 
-        result = run_experiment(config, out_dir, resolved, loss_option=hydra_cfg.runtime.choices.get("loss"))
-    except (ConfigError, DatasetUnavailable) as exc:
-        fail_before_training(out_dir, str(exc), resolved)
-        if multirun:  # one bad combination must not stop the sweep
-            log.error("error: %s", exc)
-            return None
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    if result["status"] != "done" and not multirun:
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    job = prepare(cfg)
+    if isinstance(job, dict):
+        return objective(job)
+    from .run import run_experiment
+
+    try:
+        result = run_experiment(job.cfg, job.out_dir, job.resolved_config, loss_option=job.loss_option)
+    except (ConfigError, DatasetUnavailable) as exc:  # found while reading the data
+        return objective(refuse(job.out_dir, str(exc), job.resolved_config, job.multirun))
+    if result["status"] != "done" and not job.multirun:
         sys.exit(1)
     return objective(result)
 

@@ -34,11 +34,13 @@ class RunRecord:
         self.out_dir, self.cfg, self.method, self.split = Path(out_dir), cfg, method, split
         self.device, self.resolved_config = device, resolved_config
         self.started = time.time()
+        self.out_dir.mkdir(parents=True, exist_ok=True)
         save_npz_atomic(self.out_dir / "subset_indices.npz", **split.indices)
 
     def finish(self, outcome: Outcome, status: str = "done", reason: str | None = None,
-               train_seconds: float = 0.0) -> dict:
-        """Write predictions and plots (a finished run) and ``metrics.json``; returns its content."""
+               train_seconds: float = 0.0, stack: dict | None = None) -> dict:
+        """Write predictions and plots (a finished run) and ``metrics.json``; returns its content. ``stack``:
+        the runs this one trained with (size, engine, run folders); ``train_seconds`` is then the stack's."""
         done = status == "done"
         history = outcome.history
         payload = {
@@ -58,6 +60,7 @@ class RunRecord:
             "seed": self.cfg.seed,
             "epochs": self.cfg.trainer.epochs,
             "train_seconds": train_seconds,
+            "stack": stack or {"size": 1, "engine": "loop", "runs": [str(self.out_dir)]},
             "wall_seconds": time.time() - self.started,
             "train_images_per_s": float(np.mean([h["images_per_s"] for h in history])) if history else None,
             "versions": library_versions(),

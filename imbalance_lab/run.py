@@ -1,10 +1,13 @@
-"""One experiment, start to finish: config -> split -> model + loss -> fit -> evaluate -> run folder."""
+"""Runs, start to finish: config -> split -> model + loss -> fit -> evaluate -> run folder. Several runs
+that share the data split train together as one stack (``run_stack``); a single run is a stack of one."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +20,21 @@ from .losses import build_loss
 from .models import build_model
 from .record import RunRecord
 from .schema import Config
-from .train import Precision, TrainingFailed, fit, resolve_device
+from .train import Member, Precision, TrainingFailed, fit_stack, resolve_device
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Job:
+    """One run to do: its validated config, its folder, the resolved config to record, the loss option
+    chosen (``affinity_m5``; None: ``loss.name``) and whether it is part of a sweep."""
+
+    cfg: Config
+    out_dir: Path
+    resolved_config: dict
+    loss_option: str | None = None
+    multirun: bool = False
 
 
 def seed_everything(seed: int, device: torch.device) -> torch.Generator:
@@ -39,39 +54,74 @@ def method_name(cfg: Config, loss_option: str | None = None) -> str:
     return loss_option or cfg.loss.name
 
 
-def train_supervised(cfg: Config, split: ImbalancedSplit, device: torch.device,
-                     generator: torch.Generator) -> Outcome:
-    """Model + loss from the config, trained on the split's training images, evaluated as it goes."""
+# Methods that replace the supervised stack with their own training, one run at a time.
+SOLO_METHODS = {"majority_only": majority_only_outcome}
+
+
+def stack_key(cfg: Config) -> str | None:
+    """Runs with the same key can train as one stack: everything but the seed and the loss's own
+    hyperparameters is the same (data, model, optimiser, trainer, sampler, loss kind). None: never stacked."""
+    if cfg.method != "supervised":
+        return None
+    fields = dataclasses.asdict(cfg)
+    fields.pop("seed")
+    fields["loss"] = cfg.loss.name
+    return repr(sorted(fields.items()))
+
+
+def supervised_member(cfg: Config, split: ImbalancedSplit, device: torch.device,
+                      generator: torch.Generator) -> Member:
+    """Model + loss from the config (initialised from the global seed), with its evaluator."""
     loss_fn = build_loss(cfg.loss, split.class_counts["train"]).to(device)
     model = build_model(cfg.model.name, split.in_channels, split.num_classes, split.mean, split.std,
                         cfg.model.embedding_dim, make_head=loss_fn.make_head).to(device)
     precision = Precision.of(cfg.trainer, device)
     model = precision.prepare(model)
     evaluator = Evaluator(split, model, loss_fn, device, precision, with_features=cfg.model.embedding_dim == 2)
-    x, y = torch.from_numpy(split.train_x).to(device), torch.from_numpy(split.train_y).to(device)
-    history = fit(model, loss_fn, x, y, trainer_cfg=cfg.trainer, optim_cfg=cfg.optim, augment=cfg.data.augment,
-                  generator=generator, sampler=cfg.sampler, on_eval=evaluator)
-    return evaluator.outcome(history, loss_fn.extra_metrics())
+    return Member(model, loss_fn, generator, on_eval=evaluator)
 
 
-METHODS = {"supervised": train_supervised, "majority_only": majority_only_outcome}
-
-
-def run_experiment(cfg: Config, out_dir: Path, resolved_config: dict, loss_option: str | None = None) -> dict:
-    """Train and evaluate one run; writes its folder and returns ``metrics.json``'s content (status done,
-    or failed with the reason)."""
-    device = resolve_device(cfg.trainer.device)
-    generator = seed_everything(cfg.seed, device)
-    split = build_split(cfg.data)
+def run_stack(jobs: list[Job]) -> list[dict]:
+    """Train the jobs together (one split, one loop; see ``train.fit_stack``) and write each one's run folder
+    as if it had run alone; returns their metrics.json contents."""
+    first = jobs[0].cfg
+    assert len({stack_key(j.cfg) for j in jobs}) == 1 and (len(jobs) == 1 or stack_key(first)), "not one stack"
+    device = resolve_device(first.trainer.device)
+    split = build_split(first.data)
     log.info("data: %s | train %s | test %s | fingerprint %s", split.description,
              split.class_counts["train"], split.class_counts["test"], split.fingerprint)
     if split.note:
         log.warning("dataset note: %s", split.note)
-    record = RunRecord(out_dir, cfg, method_name(cfg, loss_option), split, device, resolved_config)
+    records, members = [], []
+    for job in jobs:
+        generator = seed_everything(job.cfg.seed, device)
+        records.append(RunRecord(job.out_dir, job.cfg, method_name(job.cfg, job.loss_option), split, device,
+                                 job.resolved_config))
+        if job.cfg.method == "supervised":
+            members.append(supervised_member(job.cfg, split, device, generator))
     started = time.perf_counter()
-    try:
-        outcome, status, reason = METHODS[cfg.method](cfg, split, device, generator), "done", None
-    except TrainingFailed as exc:
-        outcome, status, reason = Outcome(history=exc.history), "failed", str(exc)
-        log.error("run failed: %s", reason)
-    return record.finish(outcome, status, reason, train_seconds=time.perf_counter() - started)
+    if first.method in SOLO_METHODS:
+        try:
+            outcomes = [(SOLO_METHODS[first.method](first, split, device, generator), "done", None)]
+        except TrainingFailed as exc:
+            outcomes = [(Outcome(history=exc.history), "failed", str(exc))]
+        engine = "alone"
+    else:
+        x, y = torch.from_numpy(split.train_x).to(device), torch.from_numpy(split.train_y).to(device)
+        engine = fit_stack(members, x, y, trainer_cfg=first.trainer, optim_cfg=first.optim,
+                           augment=first.data.augment, sampler=first.sampler)
+        outcomes = [(Outcome(history=m.history), "failed", m.failed) if m.failed else
+                    (m.on_eval.outcome(m.history, m.loss_fn.extra_metrics()), "done", None) for m in members]
+    seconds = time.perf_counter() - started
+    stack = {"size": len(jobs), "engine": engine, "runs": [str(j.out_dir) for j in jobs]}
+    for (outcome, status, reason), record in zip(outcomes, records):
+        if reason:
+            log.error("run failed: %s (%s)", reason, record.out_dir)
+    return [record.finish(outcome, status, reason, train_seconds=seconds, stack=stack)
+            for (outcome, status, reason), record in zip(outcomes, records)]
+
+
+def run_experiment(cfg: Config, out_dir: Path, resolved_config: dict, loss_option: str | None = None) -> dict:
+    """Train and evaluate one run (a stack of one); writes its folder and returns ``metrics.json``'s content
+    (status done, or failed with the reason)."""
+    return run_stack([Job(cfg, Path(out_dir), resolved_config, loss_option)])[0]

@@ -175,6 +175,7 @@ class OptimConfig:
 
 # ----------------------------------------------------------------------------- trainer
 DEVICES = ("auto", "cpu", "cuda")
+STACKINGS = ("auto", "loop", "vmap")  # see train/stack.py
 
 
 @dataclass
@@ -188,6 +189,8 @@ class TrainerConfig:
     compile: bool = False  # torch.compile the model (CUDA)
     progress: bool = True  # tqdm bar
     bn_recalibration_batches: int = 20  # before each evaluation, BatchNorm statistics from k training batches
+    # runs trained together: auto = one vmapped model on CUDA, member after member on CPU; loop; vmap
+    stacking: str = "auto"
 
     def __post_init__(self):
         check(self.epochs >= 1, "trainer.epochs", self.epochs, "an integer >= 1")
@@ -196,6 +199,7 @@ class TrainerConfig:
         check(self.bn_recalibration_batches >= 0, "trainer.bn_recalibration_batches",
               self.bn_recalibration_batches, "an integer >= 0 (0 = keep the running averages)")
         one_of("trainer.device", self.device, DEVICES)
+        one_of("trainer.stacking", self.stacking, STACKINGS)
         if self.device == "cuda":
             import torch
 

@@ -187,7 +187,8 @@ def sweep_cli(sweep_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
     return proc
 
 
-GRID = ("data.imbalance=2,4", "loss=ce,focal", "seed=0,1")
+# Through the stacked launcher: the two seeds of each (ratio, loss) cell train as one stack of 2.
+GRID = ("hydra/launcher=stacked", "data.imbalance=2,4", "loss=ce,focal", "seed=0,1")
 
 
 @pytest.fixture(scope="module")
@@ -214,6 +215,8 @@ def test_grid_sweep_writes_summary(grid_sweep):
         # the run says what it was: the report's method, ratio and dataset are these
         assert (metrics["method"], metrics["imbalance"], metrics["data"]["name"]) == (
             run["method"], run["imbalance_ratio"], "synthetic")
+        assert metrics["stack"]["size"] == 2 and len({m for m in metrics["stack"]["runs"]}) == 2
+        assert (grid_sweep / run["run"] / ".hydra" / "config.yaml").exists()
 
 
 def test_resume_redoes_only_unfinished_runs(grid_sweep, tmp_path):

@@ -7,15 +7,16 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from .augment import random_crop_flip
-from .optim import build_optimizer, build_scheduler
 from .precision import Precision
 from .samplers import epoch_indices, epoch_size
+from .stack import make_engine, param_groups  # noqa: F401  (param_groups: part of this module's API)
 
 
 class TrainingFailed(RuntimeError):
@@ -75,77 +76,104 @@ def recalibrate_batchnorm(model, x: torch.Tensor, batches: list[torch.Tensor], p
         m.momentum = momentum
 
 
+@dataclass
+class Member:
+    """One run of a stack: its model, loss, random generator and evaluation callback; ``fit_stack`` fills
+    ``history`` and, if its loss stops being finite, ``failed`` (the reason)."""
+
+    model: torch.nn.Module
+    loss_fn: torch.nn.Module
+    generator: torch.Generator
+    on_eval: Callable[[int], dict] | None = None
+    history: list[dict] = field(default_factory=list)
+    failed: str | None = None
+
+
 def fit(model, loss_fn, x: torch.Tensor, y: torch.Tensor, *, trainer_cfg, optim_cfg, augment: bool,
         generator: torch.Generator, sampler: str = "uniform",
         on_eval: Callable[[int], dict] | None = None,
         batch_transform: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
         ) -> list[dict]:
-    """Train in place; returns the per-epoch history. ``on_eval(epoch)`` runs every ``eval_every`` epochs
-    and after the last one, and its dict is merged into that epoch's record; BatchNorm statistics are
-    recalibrated before it (and after the last epoch in any case). ``batch_transform(x, y)`` turns each
-    augmented uint8 batch into the one trained on (e.g. a self-supervised pretext task)."""
+    """Train one model in place (a stack of one); returns its per-epoch history, or raises
+    :class:`TrainingFailed`."""
+    member = Member(model, loss_fn, generator, on_eval)
+    fit_stack([member], x, y, trainer_cfg=trainer_cfg, optim_cfg=optim_cfg, augment=augment, sampler=sampler,
+              batch_transform=batch_transform)
+    if member.failed:
+        raise TrainingFailed(member.failed, member.history)
+    return member.history
+
+
+def fit_stack(members: list[Member], x: torch.Tensor, y: torch.Tensor, *, trainer_cfg, optim_cfg, augment: bool,
+              sampler: str = "uniform",
+              batch_transform: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None
+              = None) -> str:
+    """Train K models on the same device-resident split, each as if alone: its own batch order, augmentation
+    draws (from its generator), optimiser state and BatchNorm statistics. Each member's ``on_eval(epoch)``
+    runs every ``eval_every`` epochs and after the last one, its dict merged into that epoch's record;
+    BatchNorm statistics are recalibrated before it. ``batch_transform(x, y)`` turns each augmented uint8
+    batch into the one trained on (e.g. a self-supervised pretext task). A member whose loss becomes NaN/inf
+    stops (``failed``); the others go on. Returns the engine's name (``train.stack``)."""
     device = x.device
     precision = Precision.of(trainer_cfg, device)
-    class_counts = torch.bincount(y, minlength=loss_fn.num_classes)
+    class_counts = torch.bincount(y, minlength=members[0].loss_fn.num_classes)
     n = epoch_size(sampler, class_counts.tolist())
     batch_size = min(trainer_cfg.batch_size, n)
     steps = n // batch_size  # the incomplete last batch is dropped; the draw changes every epoch
     epochs = trainer_cfg.epochs
+    engine = make_engine(members, trainer_cfg, optim_cfg, steps, epochs, precision)
+    for m in members:
+        calibration = torch.randperm(len(y), device=device, generator=m.generator)
+        m.calibration = list(calibration[:trainer_cfg.bn_recalibration_batches * batch_size].split(batch_size))
 
-    optimizer = build_optimizer(param_groups(model, loss_fn, optim_cfg.weight_decay), optim_cfg)
-    scheduler = build_scheduler(optimizer, steps, epochs, optim_cfg)
-    step_fn = torch.compile(model) if trainer_cfg.compile else model
-    calibration = torch.randperm(len(y), device=device, generator=generator)
-    calibration = list(calibration[:trainer_cfg.bn_recalibration_batches * batch_size].split(batch_size))
-
-    history = []
     bar = tqdm(total=epochs * steps, unit="step", disable=not trainer_cfg.progress, dynamic_ncols=True)
     for epoch in range(epochs):
+        active = [m.failed is None for m in members]
+        if not any(active):
+            break
         bar.set_description(f"epoch {epoch + 1}/{epochs}")
-        loss_fn.start_epoch(epoch)
-        model.train()
+        for m in members:
+            m.loss_fn.start_epoch(epoch)
+            m.model.train()
+            m.order = epoch_indices(sampler, y, class_counts, m.generator)
+        loss_sums = [torch.zeros((), device=device) for _ in members]
         t0 = time.perf_counter()
-        order = epoch_indices(sampler, y, class_counts, generator)
-        loss_sum = torch.zeros((), device=device)
         for i in range(steps):
-            idx = order[i * batch_size:(i + 1) * batch_size]
-            xb = x[idx]
-            yb = y[idx]
-            if augment:
-                xb = random_crop_flip(xb, generator=generator)
-            if batch_transform is not None:
-                xb, yb = batch_transform(xb, yb)
-            with precision.autocast():
-                logits = step_fn(precision.inputs(xb))
-            loss = loss_fn(logits, yb)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            loss_sum += loss.detach()
+            batches = []
+            for m in members:
+                idx = m.order[i * batch_size:(i + 1) * batch_size]
+                xb, yb = x[idx], y[idx]
+                if augment:
+                    xb = random_crop_flip(xb, generator=m.generator)
+                if batch_transform is not None:
+                    xb, yb = batch_transform(xb, yb)
+                batches.append((xb, yb))
+            for total, loss in zip(loss_sums, engine.step(batches, active)):
+                if loss is not None:
+                    total += loss
             bar.update()
-        epoch_loss = loss_sum.item() / steps
         seconds = time.perf_counter() - t0
-        if not math.isfinite(epoch_loss):
-            bar.close()
-            raise TrainingFailed(f"training loss became {epoch_loss} in epoch {epoch + 1}", history)
-        record = {"epoch": epoch + 1, "loss": epoch_loss, "lr": optimizer.param_groups[0]["lr"],
-                  "seconds": seconds, "images_per_s": steps * batch_size / seconds}
-        if (epoch + 1) % trainer_cfg.eval_every == 0 or epoch + 1 == epochs:
-            recalibrate_batchnorm(model, x, calibration, precision)
-            if on_eval is not None:
-                record.update(on_eval(epoch))
-        history.append(record)
-        bar.set_postfix(loss=f"{epoch_loss:.4f}", img_s=f"{record['images_per_s']:.0f}",
-                        **{k: f"{v:.4f}" for k, v in record.items() if k.endswith("macro_f1")})
+        lr = engine.lr()
+        engine.to_members()
+        evaluate_now = (epoch + 1) % trainer_cfg.eval_every == 0 or epoch + 1 == epochs
+        for m, on, loss_sum in zip(members, active, loss_sums):
+            if not on:
+                continue
+            epoch_loss = loss_sum.item() / steps
+            if not math.isfinite(epoch_loss):
+                m.failed = f"training loss became {epoch_loss} in epoch {epoch + 1}"
+                continue
+            record = {"epoch": epoch + 1, "loss": epoch_loss, "lr": lr, "seconds": seconds,
+                      "images_per_s": steps * batch_size / seconds}
+            if evaluate_now:
+                recalibrate_batchnorm(m.model, x, m.calibration, precision)
+                if m.on_eval is not None:
+                    record.update(m.on_eval(epoch))
+            m.history.append(record)
+        engine.from_members()
+        last = members[0].history[-1] if members[0].history else {}
+        bar.set_postfix(loss=f"{last.get('loss', float('nan')):.4f}",
+                        img_s=f"{len(members) * steps * batch_size / seconds:.0f}",
+                        **{k: f"{v:.4f}" for k, v in last.items() if k.endswith("macro_f1")})
     bar.close()
-    return history
-
-
-def param_groups(model, loss_fn, weight_decay: float) -> list[dict]:
-    """All trainable parameters of the model and the loss; those flagged ``no_weight_decay`` get none."""
-    # A loss may hold the model's head (affinity centres): count shared parameters once.
-    params = list({id(p): p for p in [*model.parameters(), *loss_fn.parameters()] if p.requires_grad}.values())
-    decay = [p for p in params if not getattr(p, "no_weight_decay", False)]
-    no_decay = [p for p in params if getattr(p, "no_weight_decay", False)]
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return engine.name

@@ -1,0 +1,1 @@
+"""imbalance_lab's Hydra launcher plugin: ``hydra/launcher=stacked``."""

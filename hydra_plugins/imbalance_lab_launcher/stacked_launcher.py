@@ -1,0 +1,125 @@
+"""``hydra/launcher=stacked``: a multirun's jobs that can share a stack (the same data, model, optimiser and
+trainer settings; seeds and loss hyperparameters may differ) train together in one process, as one stack
+(``imbalance_lab.run.run_stack``); every job keeps its own run folder.
+
+1. Every job is set up by Hydra's own ``run_job`` (its folder, ``.hydra/``, logging) with a task that only
+   validates the config: a run already done is skipped, a refused one recorded as failed.
+2. The jobs left are grouped by ``run.stack_key`` and cut into stacks of at most ``max_stack``; a job that
+   shares its settings with no other (or ``method=majority_only``) runs alone, with the reason logged.
+3. The stacks train — ``n_jobs`` of them at once in separate processes (joblib), or one after another.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, open_dict
+
+log = logging.getLogger(__name__)
+
+
+def stacks(jobs: list, max_stack: int) -> list[list]:
+    """The jobs grouped by ``stack_key`` (first appearance order), each group cut into stacks of at most
+    ``max_stack``; a job that cannot be stacked is a stack of its own."""
+    from imbalance_lab.run import stack_key
+
+    groups: dict[Any, list] = {}
+    for i, job in enumerate(jobs):
+        key = stack_key(job.cfg)
+        groups.setdefault(("alone", i) if key is None else key, []).append(job)
+    out = []
+    for (kind, *_), members in ((k if isinstance(k, tuple) else ("stack",), v) for k, v in groups.items()):
+        if len(members) == 1:
+            reason = ("its method is not stackable" if kind == "alone"
+                      else "no other job shares its data, model, optimiser and trainer settings")
+            log.info("runs alone (%s): %s", reason, members[0].out_dir)
+        out += [members[i:i + max_stack] for i in range(0, len(members), max_stack)]
+    return out
+
+
+def train_stack(jobs: list) -> list[dict]:
+    """One stack, start to finish: each run's log also goes to its own folder."""
+    from imbalance_lab.data import DatasetUnavailable
+    from imbalance_lab.run import run_stack
+    from imbalance_lab.runfolder import METRICS_FILE, library_versions, write_json_atomic
+    from imbalance_lab.schema import ConfigError
+
+    root = logging.getLogger()
+    handlers = [logging.FileHandler(Path(j.out_dir) / "imbalance_lab.log") for j in jobs]
+    for h in handlers:
+        h.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+        root.addHandler(h)
+    try:
+        log.info("training a stack of %d: %s", len(jobs), ", ".join(Path(j.out_dir).name for j in jobs))
+        return run_stack(jobs)
+    except (ConfigError, DatasetUnavailable) as exc:  # found while reading the data: every run of the stack
+        log.error("error: %s", exc)
+        out = []
+        for j in jobs:
+            metrics = {"status": "failed", "reason": str(exc), "config": j.resolved_config,
+                       "versions": library_versions()}
+            write_json_atomic(Path(j.out_dir) / METRICS_FILE, metrics)
+            out.append(metrics)
+        return out
+    finally:
+        for h in handlers:
+            root.removeHandler(h)
+            h.close()
+
+
+class StackedLauncher(Launcher):
+    def __init__(self, max_stack: int = 20, n_jobs: int = 1) -> None:
+        self.max_stack, self.n_jobs = int(max_stack), int(n_jobs)
+        self.config: DictConfig | None = None
+        self.hydra_context: HydraContext | None = None
+        self.task_function: TaskFunction | None = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from imbalance_lab.app import objective, prepare
+        from imbalance_lab.run import Job
+
+        if self.max_stack < 1 or self.n_jobs < 1:
+            raise ValueError(f"hydra.launcher.max_stack={self.max_stack}, hydra.launcher.n_jobs={self.n_jobs}: "
+                             "both must be integers >= 1")
+        setup_globals()
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        log.info("stacked launcher: %d jobs, stacks of at most %d, %d at once", len(job_overrides),
+                 self.max_stack, self.n_jobs)
+        returns: list[JobReturn] = []
+        for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
+            log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
+            sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+            with open_dict(sweep_config):
+                sweep_config.hydra.job.id = idx
+                sweep_config.hydra.job.num = idx
+            returns.append(run_job(hydra_context=self.hydra_context, task_function=prepare, config=sweep_config,
+                                   job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir"))
+        root = logging.getLogger()  # run_job left the last job's log file attached: each stack attaches its own
+        for handler in [h for h in root.handlers if isinstance(h, logging.FileHandler)]:
+            root.removeHandler(handler)
+            handler.close()
+        jobs = [r.return_value for r in returns if r.status == JobStatus.COMPLETED
+                and isinstance(r.return_value, Job)]
+        groups = stacks(jobs, self.max_stack)
+        if self.n_jobs > 1 and len(groups) > 1:
+            from joblib import Parallel, delayed
+
+            results = Parallel(n_jobs=self.n_jobs, backend="loky")(delayed(train_stack)(g) for g in groups)
+        else:
+            results = [train_stack(g) for g in groups]
+        metrics = {id(job): m for group, result in zip(groups, results) for job, m in zip(group, result)}
+        for r in returns:
+            if r.status == JobStatus.COMPLETED:
+                value = r.return_value
+                r.return_value = objective(metrics[id(value)] if isinstance(value, Job) else value)
+        return returns

@@ -1,0 +1,177 @@
+"""How the members of a stack take their optimisation steps. The training loop (``trainer.fit_stack``) is
+the same for every engine: it draws each member's batches with the member's own generator, and an engine
+turns them into one optimisation step per member.
+
+- :class:`LoopEngine`: each member steps its own model and optimiser, one after another. On CPU this is
+  the fast way (vmapped convolutions are slow there), and a stack of one is exactly a plain training loop.
+- :class:`VmapEngine`: one stacked model — every parameter and buffer of the K members stacked along a new
+  first dimension (``torch.func.stack_module_state``), one ``vmap``-ed forward over all members, each
+  member's own loss on its slice of the logits, one optimiser over the stacked tensors (Adam and SGD
+  update elementwise, so this is every member's own optimiser). The way to fill a GPU with small models.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+
+import torch
+from torch.func import functional_call, stack_module_state
+
+from .optim import build_optimizer, build_scheduler
+from .precision import Precision
+
+log = logging.getLogger(__name__)
+
+
+def param_groups(model, loss_fn, weight_decay: float) -> list[dict]:
+    """All trainable parameters of the model and the loss; those flagged ``no_weight_decay`` get none."""
+    return decay_groups(model_and_loss_parameters(model, loss_fn), weight_decay)
+
+
+def decay_groups(named_params, weight_decay: float) -> list[dict]:
+    """Optimiser parameter groups: with weight decay, and without for those flagged ``no_weight_decay``."""
+    params = [p for _, p in named_params if p.requires_grad]
+    decay = [p for p in params if not getattr(p, "no_weight_decay", False)]
+    no_decay = [p for p in params if getattr(p, "no_weight_decay", False)]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def model_and_loss_parameters(model, loss_fn) -> list[tuple[str, torch.nn.Parameter]]:
+    """All trainable parameters of the model and the loss, shared ones (a loss holding the model's head,
+    e.g. the affinity centres) counted once."""
+    seen, out = set(), []
+    for name, p in [*model.named_parameters(), *loss_fn.named_parameters()]:
+        if id(p) not in seen:
+            seen.add(id(p))
+            out.append((name, p))
+    return out
+
+
+class LoopEngine:
+    """Each member: forward, its loss, backward, its optimiser's step — one member after another."""
+
+    name = "loop"
+
+    def __init__(self, members, trainer_cfg, optim_cfg, steps: int, epochs: int, precision: Precision):
+        self.precision = precision
+        for m in members:
+            m.optimizer = build_optimizer(param_groups(m.model, m.loss_fn, optim_cfg.weight_decay), optim_cfg)
+            m.scheduler = build_scheduler(m.optimizer, steps, epochs, optim_cfg)
+            m.forward = torch.compile(m.model) if trainer_cfg.compile else m.model
+        self.members = members
+
+    def lr(self) -> float:
+        return self.members[0].optimizer.param_groups[0]["lr"]
+
+    def step(self, batches, active) -> list[torch.Tensor | None]:
+        losses = []
+        for m, (xb, yb), on in zip(self.members, batches, active):
+            if not on:
+                losses.append(None)
+                continue
+            with self.precision.autocast():
+                logits = m.forward(self.precision.inputs(xb))
+            loss = m.loss_fn(logits, yb)
+            m.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            m.optimizer.step()
+            m.scheduler.step()
+            losses.append(loss.detach())
+        return losses
+
+    def to_members(self) -> None:
+        """The members' modules hold the current weights (they always do here)."""
+
+    def from_members(self) -> None:
+        """Take back what evaluation changed in the members' modules (nothing to do here)."""
+
+
+class VmapEngine:
+    """One vmapped forward over the stacked members, each member's own loss, one optimiser."""
+
+    name = "vmap"
+
+    def __init__(self, members, trainer_cfg, optim_cfg, steps: int, epochs: int, precision: Precision):
+        self.members, self.precision = members, precision
+        models = [m.model for m in members]
+        self.params, self.buffers = stack_module_state(models)
+        base = copy.deepcopy(models[0]).to("meta")
+
+        def one(params, buffers, xb):
+            return functional_call(base, (params, buffers), (xb,))
+
+        self.forward = torch.vmap(one, in_dims=(0, 0, 0))
+        flags = dict(models[0].named_parameters())
+        named = [(n, p) for n, p in self.params.items()]
+        for n, p in named:
+            if getattr(flags[n], "no_weight_decay", False):
+                p.no_weight_decay = True
+        self.optimizer = build_optimizer(decay_groups(named, optim_cfg.weight_decay), optim_cfg)
+        self.scheduler = build_scheduler(self.optimizer, steps, epochs, optim_cfg)
+        # the model parameters a loss uses itself (the affinity centres for its regulariser), by name
+        self.loss_params = [[n for n, _ in m.loss_fn.named_parameters()] for m in members]
+
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    def step(self, batches, active) -> list[torch.Tensor | None]:
+        xs = torch.stack([xb for xb, _ in batches]).float().div_(255)
+        with self.precision.autocast():
+            logits = self.forward(self.params, self.buffers, xs)
+        losses, total = [], 0.0
+        for k, (m, (_, yb), on) in enumerate(zip(self.members, batches, active)):
+            own = {n: self.params[n][k] for n in self.loss_params[k]}
+            loss = functional_call(m.loss_fn, own, (logits[k], yb)) if own else m.loss_fn(logits[k], yb)
+            losses.append(loss.detach() if on else None)
+            if on:
+                total = total + loss
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        return losses
+
+    @torch.no_grad()
+    def to_members(self) -> None:
+        for k, m in enumerate(self.members):
+            for n, t in [*m.model.named_parameters(), *m.model.named_buffers()]:
+                t.copy_((self.params if n in self.params else self.buffers)[n][k])
+
+    @torch.no_grad()
+    def from_members(self) -> None:
+        for k, m in enumerate(self.members):
+            for n, t in m.model.named_buffers():
+                self.buffers[n][k].copy_(t)
+
+
+def vmap_obstacle(members) -> str | None:
+    """Why these members cannot be one vmapped model (None if they can)."""
+    if len(members) < 2:
+        return "a stack of one"
+    # One module runs every member's weights, so the modules must be alike to the last setting (shapes,
+    # and plain attributes such as the affinity head's sigma, which their reprs show).
+    shapes = [[(n, tuple(t.shape)) for n, t in [*m.model.named_parameters(), *m.model.named_buffers()]]
+              for m in members]
+    if any(s != shapes[0] for s in shapes[1:]) or len({repr(m.model) for m in members}) > 1:
+        return "the members' models differ in shape or settings"
+    for m in members:
+        model_params = {id(p) for p in m.model.parameters()}
+        if any(id(p) not in model_params for p in m.loss_fn.parameters()):
+            return f"loss {type(m.loss_fn).__name__} has parameters of its own"
+    return None
+
+
+def make_engine(members, trainer_cfg, optim_cfg, steps: int, epochs: int, precision: Precision):
+    """``trainer.stacking``: ``loop``; ``vmap``; ``auto`` = vmap for a stack of two or more on CUDA, else
+    loop. A stack that cannot be vmapped trains as a loop, with the reason logged."""
+    choice = trainer_cfg.stacking
+    if choice == "auto":
+        choice = "vmap" if precision.device_type == "cuda" and len(members) > 1 else "loop"
+    if choice == "vmap":
+        obstacle = vmap_obstacle(members)
+        if obstacle is None:
+            return VmapEngine(members, trainer_cfg, optim_cfg, steps, epochs, precision)
+        if len(members) > 1:
+            log.warning("stack of %d trains member after member, not vmapped: %s", len(members), obstacle)
+    return LoopEngine(members, trainer_cfg, optim_cfg, steps, epochs, precision)

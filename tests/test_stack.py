@@ -1,0 +1,132 @@
+"""Stacked runs: K runs trained together, each as if alone (CPU). The stacked launcher end to end is in
+test_sweeps.py (the grid sweep and its resume run through it)."""
+
+import copy
+
+import pytest
+import torch
+from conftest import TINY, compose_run, read_json
+
+from imbalance_lab.losses import build_loss
+from imbalance_lab.losses.affinity import AffinityLossConfig
+from imbalance_lab.losses.focal import FocalLossConfig
+from imbalance_lab.models import build_model
+from imbalance_lab.run import Job, run_experiment, run_stack
+from imbalance_lab.schema import OptimConfig, TrainerConfig
+from imbalance_lab.train import Member, Precision
+from imbalance_lab.train.augment import random_crop_flip
+from imbalance_lab.train.stack import LoopEngine, VmapEngine, vmap_obstacle
+
+# Times and the stack's own description differ between a run alone and in a stack; nothing else may.
+TIMING = {"wall_seconds", "train_seconds", "train_images_per_s", "stack"}
+
+
+def members(loss_cfgs, seeds, model="cnn_small", channels=3):
+    out = []
+    for loss_cfg, seed in zip(loss_cfgs, seeds):
+        torch.manual_seed(seed)
+        loss_fn = build_loss(loss_cfg, [60, 30, 10])
+        net = build_model(model, channels, 3, [0.5] * channels, [0.25] * channels, make_head=loss_fn.make_head)
+        out.append(Member(net, loss_fn, torch.Generator().manual_seed(seed)))
+    return out
+
+
+def losses_of(engine, n_members: int, steps: int = 20) -> torch.Tensor:
+    """(steps, members) training losses of ``engine`` on a fixed stream of random augmented batches."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (400, 3, 16, 16), dtype=torch.uint8, generator=g)
+    y = torch.randint(0, 3, (400,), generator=g)
+    for m in engine.members:
+        m.model.train()
+    out = []
+    for _ in range(steps):
+        batches = []
+        for _ in range(n_members):
+            idx = torch.randint(0, 400, (16,), generator=g)
+            batches.append((random_crop_flip(x[idx], generator=g), y[idx]))
+        out.append(torch.stack(engine.step(batches, [True] * n_members)))
+    return torch.stack(out)
+
+
+def relative(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return ((a - b).abs() / a.abs()).amax(dim=1)
+
+
+def test_members_whose_models_differ_in_a_setting_are_not_vmapped():
+    alike = members([AffinityLossConfig(sigma=10.0)] * 2, [0, 1])
+    assert vmap_obstacle(alike) is None
+    differ = members([AffinityLossConfig(sigma=s) for s in (5.0, 10.0)], [0, 1])  # sigma lives in the head
+    assert vmap_obstacle(differ) == "the members' models differ in shape or settings"
+    assert vmap_obstacle(members([AffinityLossConfig(m=m) for m in (1, 2)], [0, 1])) is not None
+
+
+@pytest.mark.parametrize("loss_cfgs, seeds", [
+    ([FocalLossConfig(gamma=0.0)] * 3, [0, 1, 2]),  # a table cell's seeds
+    ([FocalLossConfig(gamma=g) for g in (0.0, 1.0, 2.0)], [0, 0, 0]),  # a hyperparameter grid
+    ([AffinityLossConfig(lam=v) for v in (0.5, 0.75, 1.0)], [3, 4, 5]),  # a loss holding the model's head
+], ids=["seeds", "gamma", "affinity"])
+def test_vmapped_stack_steps_like_each_member_alone(loss_cfgs, seeds):
+    """20 Adam steps on the same batches: the vmapped stack's per-step losses against each member's own
+    loop. The first step agrees to float32 rounding; after it, the two differ by what any change of
+    summation order gives in float32 on this chaotic problem (random labels, Adam's early sign-like steps):
+    the plain loop on 1 vs 2 threads is the yardstick, measured here too."""
+    trainer, optim = TrainerConfig(device="cpu"), OptimConfig(name="adam", lr=1e-3)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one_thread = losses_of(LoopEngine(members(loss_cfgs, seeds), trainer, optim, 10, 2, Precision()), 3)
+        torch.set_num_threads(2)
+        loop = losses_of(LoopEngine(members(loss_cfgs, seeds), trainer, optim, 10, 2, Precision()), 3)
+        stacked = members(loss_cfgs, seeds)
+        vmap_engine = VmapEngine(stacked, trainer, optim, 10, 2, Precision())
+        vmap = losses_of(vmap_engine, 3)
+    finally:
+        torch.set_num_threads(threads)
+    assert relative(loop, vmap)[0] < 1e-5
+    assert relative(loop, vmap).max() <= max(1e-4, 3 * relative(loop, one_thread).max())
+    vmap_engine.to_members()  # the members' modules hold their trained weights and BatchNorm statistics
+    for m in stacked:
+        assert m.model.backbone.features[0][1].num_batches_tracked.item() == 20
+        assert torch.isfinite(next(m.model.parameters())).all()
+
+
+@pytest.fixture(scope="module")
+def tiny_jobs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("stack")
+    jobs = []
+    for seed in (0, 1, 2):
+        cfg, resolved, option = compose_run(*TINY, "trainer.epochs=2", f"seed={seed}")
+        jobs.append(Job(cfg, root / f"stacked_{seed}", resolved, option))
+    return root, jobs
+
+
+def comparable(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if k not in TIMING} | {
+        "history": [{k: v for k, v in h.items() if k not in ("seconds", "images_per_s")}
+                    for h in metrics["history"]]}
+
+
+def test_a_stack_of_three_seeds_gives_each_run_its_result_alone(tiny_jobs):
+    root, jobs = tiny_jobs
+    stacked = run_stack(jobs)
+    for job, metrics in zip(jobs, stacked):
+        alone = run_experiment(job.cfg, root / f"alone_{job.cfg.seed}", job.resolved_config, job.loss_option)
+        assert comparable(metrics) == comparable(alone)
+        assert metrics["stack"]["size"] == 3 and alone["stack"]["size"] == 1
+        files = sorted(p.name for p in job.out_dir.iterdir())
+        assert files == sorted(p.name for p in (root / f"alone_{job.cfg.seed}").iterdir())
+        assert read_json(job.out_dir / "metrics.json")["status"] == "done"
+
+
+def test_a_vmapped_stack_of_three_gives_each_run_its_result_alone_within_half_a_point(tiny_jobs, tmp_path):
+    root, jobs = tiny_jobs
+    vjobs = []
+    for job in jobs:
+        cfg = copy.deepcopy(job.cfg)
+        cfg.trainer.stacking = "vmap"
+        vjobs.append(Job(cfg, tmp_path / str(cfg.seed), job.resolved_config, job.loss_option))
+    for job, metrics in zip(vjobs, run_stack(vjobs)):
+        assert metrics["stack"] == {"size": 3, "engine": "vmap", "runs": [str(j.out_dir) for j in vjobs]}
+        alone = read_json(root / f"alone_{job.cfg.seed}" / "metrics.json")
+        assert abs(metrics["test"]["macro_f1"] - alone["test"]["macro_f1"]) <= 0.005
+        assert metrics["history"][0]["loss"] == pytest.approx(alone["history"][0]["loss"], rel=1e-3)
