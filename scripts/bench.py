@@ -67,11 +67,11 @@ def data(model_name: str, n: int, seed: int = 0):
     return rng.integers(0, 256, (n, c, h, w), dtype=np.uint8), rng.integers(0, NUM_CLASSES, n).astype(np.int64)
 
 
-def ours(model_name: str, x_np, y_np, batch: int, device: torch.device, stack: int) -> dict:
+def ours(model_name: str, x_np, y_np, batch: int, device: torch.device, stack: int, stacking: str) -> dict:
     """One warm-up epoch, then one timed epoch of ``fit_stack`` with ``stack`` models."""
     x, y = torch.from_numpy(x_np).to(device), torch.from_numpy(y_np).to(device)
     trainer = TrainerConfig(epochs=2, batch_size=batch, eval_every=10**6, device=device.type, progress=False,
-                            bn_recalibration_batches=0)
+                            bn_recalibration_batches=0, stacking=stacking)
     members = []
     for k in range(stack):
         torch.manual_seed(k)
@@ -131,8 +131,10 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--steps", type=int, default=40, help="training steps per timed epoch")
     parser.add_argument("--stacks", default="1", help="comma-separated stack sizes, e.g. 1,5,10,20")
+    parser.add_argument("--stacking", default="auto", choices=["auto", "loop", "vmap"],
+                        help="trainer.stacking for stacks of two or more")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
-    parser.add_argument("--out", default="bench/results", help="results path without suffix")
+    parser.add_argument("--out", default="outputs/bench/results", help="results path without suffix")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -145,7 +147,7 @@ def main(argv=None) -> int:
             x_np, y_np = data(model_name, args.steps * batch)
             base = plain(model_name, x_np, y_np, batch, device)
             for stack in map(int, args.stacks.split(",")):
-                result = ours(model_name, x_np, y_np, batch, device, stack)
+                result = ours(model_name, x_np, y_np, batch, device, stack, args.stacking)
                 rows.append({"model": model_name, "batch": batch, "stack": stack, "engine": result["engine"],
                              "images_per_s": result["images_per_s"], "plain_images_per_s": base["images_per_s"],
                              "ratio_to_plain": result["images_per_s"] / base["images_per_s"],
