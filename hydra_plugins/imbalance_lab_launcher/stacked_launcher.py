@@ -12,6 +12,7 @@ trainer settings; seeds and loss hyperparameters may differ) train together in o
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -43,13 +44,18 @@ def stacks(jobs: list, max_stack: int) -> list[list]:
     return out
 
 
-def train_stack(jobs: list) -> list[dict]:
-    """One stack, start to finish: each run's log also goes to its own folder."""
+def train_stack(jobs: list, threads: int | None = None) -> list[dict]:
+    """One stack, start to finish: each run's log also goes to its own folder. ``threads``: CPU threads for
+    this process (a worker among n_jobs gets its share of the cores)."""
     from imbalance_lab.data import DatasetUnavailable
     from imbalance_lab.run import run_stack
     from imbalance_lab.runfolder import METRICS_FILE, library_versions, write_json_atomic
     from imbalance_lab.schema import ConfigError
 
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     root = logging.getLogger()
     handlers = [logging.FileHandler(Path(j.out_dir) / "imbalance_lab.log") for j in jobs]
     for h in handlers:
@@ -114,7 +120,8 @@ class StackedLauncher(Launcher):
         if self.n_jobs > 1 and len(groups) > 1:
             from joblib import Parallel, delayed
 
-            results = Parallel(n_jobs=self.n_jobs, backend="loky")(delayed(train_stack)(g) for g in groups)
+            threads = max(1, (os.cpu_count() or 1) // self.n_jobs)
+            results = Parallel(n_jobs=self.n_jobs, backend="loky")(delayed(train_stack)(g, threads) for g in groups)
         else:
             results = [train_stack(g) for g in groups]
         metrics = {id(job): m for group, result in zip(groups, results) for job, m in zip(group, result)}
