@@ -24,11 +24,16 @@ CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
 register_configs()
 
 
+def record_failure(out_dir: Path, reason: str, resolved: dict) -> dict:
+    metrics = {"status": "failed", "reason": reason, "config": resolved, "versions": library_versions()}
+    write_json_atomic(out_dir / METRICS_FILE, metrics)
+    return metrics
+
+
 def refuse(out_dir: Path, reason: str, resolved: dict, multirun: bool) -> dict:
     """A run that cannot start (a bad value, no dataset): recorded as failed with the reason; a single run
     stops with one line and exit code 2, a sweep goes on."""
-    metrics = {"status": "failed", "reason": reason, "config": resolved, "versions": library_versions()}
-    write_json_atomic(out_dir / METRICS_FILE, metrics)
+    metrics = record_failure(out_dir, reason, resolved)
     if not multirun:
         print(f"error: {reason}", file=sys.stderr)
         sys.exit(2)
@@ -66,6 +71,15 @@ def main(cfg: DictConfig) -> float | None:
         result = run_experiment(job.cfg, job.out_dir, job.resolved_config, loss_option=job.loss_option)
     except (ConfigError, DatasetUnavailable) as exc:  # found while reading the data
         return objective(refuse(job.out_dir, str(exc), job.resolved_config, job.multirun))
+    except KeyboardInterrupt:
+        where = f"hydra.sweep.dir={HydraConfig.get().sweep.dir}" if job.multirun else "the same command"
+        print(f"interrupted; resume with {where} (finished runs are kept)", file=sys.stderr)
+        raise SystemExit(130) from None
+    except Exception as exc:  # a bug or an out-of-memory in one run must not end a sweep
+        if not job.multirun:
+            raise
+        log.exception("run failed with an unexpected error: %s", job.out_dir)
+        return objective(record_failure(job.out_dir, f"{type(exc).__name__}: {exc}", job.resolved_config))
     if result["status"] != "done" and not job.multirun:
         sys.exit(1)
     return objective(result)

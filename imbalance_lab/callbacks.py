@@ -3,48 +3,70 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from .runfolder import is_done
+
 log = logging.getLogger("imbalance_lab")
 
 
-class SweepSummary(Callback):
-    """Writes the sweep summary (``python -m imbalance_lab.report``) when a multirun ends.
+def writable_folder(key: str, folder: str) -> None:
+    """Stop with one line naming the key when the output folder cannot be created or written."""
+    try:
+        path = Path(folder)
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".imbalance_lab_write_test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        print(f"error: {key}={folder} is not allowed: the folder cannot be created or written "
+              f"({exc.strerror or exc})", file=sys.stderr)
+        raise SystemExit(2) from None
 
-    A failure here is logged and never turns a finished sweep into an error: the runs' results are already
-    on disk, and the report can be made again on demand.
+
+class SweepSummary(Callback):
+    """Checks the output folder before a run or sweep starts, and writes the sweep summary
+    (``python -m imbalance_lab.report``) when a multirun ends.
+
+    A failure of the summary is logged and never hides the runs' results, which are already on disk (the
+    report can be made again on demand). The sweep's exit code is 1 when any of its runs did not finish
+    ``done`` (failed, unfinished or corrupt), 0 otherwise.
     """
 
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled
 
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        writable_folder("hydra.run.dir", str(config.hydra.run.dir))
+
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         # The sweep folder exists before the sweeper starts: the Optuna sweeper opens its SQLite study there
         # before the launcher has made the folder.
-        try:
-            Path(str(config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
-        except Exception as exc:  # noqa: BLE001
-            log.warning("could not create the sweep folder: %s", exc)
+        writable_folder("hydra.sweep.dir", str(config.hydra.sweep.dir))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        if not self.enabled:
-            return
-        try:
-            sweep_dir = Path(str(config.hydra.sweep.dir))
-            if not sweep_dir.is_dir():
-                log.warning("sweep summary: no sweep folder %s", sweep_dir)
-                return
-            from .report import summary_text, write_report  # pandas/matplotlib load only here
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        if self.enabled:
+            try:
+                from .report import summary_text, write_report  # pandas/matplotlib load only here
 
-            result = write_report(sweep_dir)
-            log.info("sweep summary:\n%s", summary_text(result))
-        except Exception as exc:  # noqa: BLE001 — the summary must not fail a sweep whose runs are saved
-            log.error("sweep summary failed (%s: %s); run `python -m imbalance_lab.report %s`",
-                      type(exc).__name__, exc, config.hydra.sweep.dir)
+                result = write_report(sweep_dir)
+                log.info("sweep summary:\n%s", summary_text(result))
+            except Exception as exc:  # noqa: BLE001 — the summary must not fail a sweep whose runs are saved
+                log.error("sweep summary failed (%s: %s); run `python -m imbalance_lab.report %s`",
+                          type(exc).__name__, exc, sweep_dir)
+        from .report import find_run_dirs
+
+        not_done = [d for d in find_run_dirs(sweep_dir) if not is_done(d)]
+        if not_done:
+            log.error("%d run(s) of the sweep did not finish done (see summary.md); re-run the command with "
+                      "hydra.sweep.dir=%s to redo only those", len(not_done), sweep_dir)
+            raise SystemExit(1)
 
 
 def continued_tpe_sampler(seed: int | None = None, storage: str | None = None, study_name: str | None = None,

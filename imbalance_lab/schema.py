@@ -8,10 +8,12 @@ config into these dataclasses — before any data is loaded. Each loss's own con
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 
@@ -54,7 +56,9 @@ class SyntheticConfig:
 
     def __post_init__(self):
         check(self.num_classes >= 2, "data.synthetic.num_classes", self.num_classes, "an integer >= 2")
-        for key in ("train_per_class", "test_per_class", "image_size", "channels"):
+        check(self.image_size >= 4, "data.synthetic.image_size", self.image_size,
+              "an integer >= 4 (the CNNs halve the image twice)")
+        for key in ("train_per_class", "test_per_class", "channels"):
             value = getattr(self, key)
             check(value >= 1, f"data.synthetic.{key}", value, "an integer >= 1")
 
@@ -238,6 +242,7 @@ class Config:
     seed: int = 0
 
     def __post_init__(self):
+        check(0 <= self.seed < 2**32, "seed", self.seed, "an integer in [0, 2^32) (numpy's seed range)")
         one_of("sampler", self.sampler, SAMPLERS)
         one_of("method", self.method, METHODS)
         if self.method == "majority_only":
@@ -250,8 +255,36 @@ class Config:
 
 
 def to_dataclasses(cfg: DictConfig) -> Config:
-    """Range-check the composed config (raises :class:`ConfigError`) and return it as dataclasses."""
+    """Check the composed config and return it as dataclasses: every number finite, every key a field of
+    its schema (a key added with ``+`` that no schema has is a typo, not a setting), every value in its
+    range (``__post_init__``). Raises :class:`ConfigError`."""
+    for key, value in leaves(cfg):
+        check(not isinstance(value, float) or math.isfinite(value), key, value, "a finite number")
     try:
-        return OmegaConf.to_object(cfg)
+        config = OmegaConf.to_object(cfg)
     except OmegaConfBaseException as exc:  # e.g. a mandatory value left missing
         raise ConfigError(getattr(exc, "full_key", "?"), getattr(exc, "value", None), str(exc).splitlines()[0])
+    reject_unknown_keys(cfg, config)
+    return config
+
+
+def leaves(node, prefix: str = ""):
+    """(dotted key, value) of every leaf of a DictConfig / ListConfig, interpolations resolved."""
+    items = node.items() if isinstance(node, DictConfig) else enumerate(node)
+    for key, value in items:
+        path = f"{prefix}{key}" if isinstance(node, DictConfig) else f"{prefix[:-1]}[{key}]"
+        if isinstance(value, DictConfig | ListConfig):
+            yield from leaves(value, f"{path}.")
+        else:
+            yield path, value
+
+
+def reject_unknown_keys(node: DictConfig, obj, prefix: str = "") -> None:
+    """Every key of the composed ``node`` must be a field of the dataclass ``obj`` made from it."""
+    names = [f.name for f in dataclasses.fields(obj)]
+    for key in node:
+        path = f"{prefix}{key}"
+        check(key in names, path, node[key], f"not a setting of {type(obj).__name__} (its keys: {', '.join(names)})")
+        value = getattr(obj, key)
+        if dataclasses.is_dataclass(value):
+            reject_unknown_keys(node[key], value, f"{path}.")

@@ -180,10 +180,11 @@ def test_report_command_line(fake_sweep, tmp_path, capsys):
 
 
 # ----------------------------------------------------------------------------- end to end (real CLI)
-def sweep_cli(sweep_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
-    """``python -m imbalance_lab -m ...`` into ``sweep_dir`` (threads pinned by ``run_cli``)."""
+def sweep_cli(sweep_dir: Path, *overrides: str, returncode: int = 0) -> subprocess.CompletedProcess:
+    """``python -m imbalance_lab -m ...`` into ``sweep_dir`` (threads pinned by ``run_cli``); the exit code
+    is 1 when a run of the sweep did not finish done."""
     proc = run_cli("-m", *BASE, *overrides, f"hydra.sweep.dir={sweep_dir}")
-    assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
+    assert proc.returncode == returncode, (proc.stdout[-3000:], proc.stderr[-3000:])
     return proc
 
 
@@ -250,7 +251,7 @@ def test_submitit_local_sweep_records_failed_runs_and_goes_on(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     sweep = tmp_path / "sweep"
     sweep_cli(sweep, "hydra/launcher=slurm_local", "data.imbalance=4", "optim=sgd", "optim.warmup_epochs=0",
-              "optim.lr=0.01,1e30,-1")
+              "optim.lr=0.01,1e30,-1", returncode=1)
     assert list((sweep / ".submitit").iterdir())  # the jobs went through submitit
     runs = pd.read_csv(sweep / report.RUNS_CSV)
     by_lr = {r["optim.lr"]: r for r in runs.to_dict("records")}

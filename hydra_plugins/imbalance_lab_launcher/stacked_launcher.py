@@ -47,9 +47,9 @@ def stacks(jobs: list, max_stack: int) -> list[list]:
 def train_stack(jobs: list, threads: int | None = None) -> list[dict]:
     """One stack, start to finish: each run's log also goes to its own folder. ``threads``: CPU threads for
     this process (a worker among n_jobs gets its share of the cores)."""
+    from imbalance_lab.app import record_failure
     from imbalance_lab.data import DatasetUnavailable
     from imbalance_lab.run import run_stack
-    from imbalance_lab.runfolder import METRICS_FILE, library_versions, write_json_atomic
     from imbalance_lab.schema import ConfigError
 
     if threads:
@@ -64,15 +64,14 @@ def train_stack(jobs: list, threads: int | None = None) -> list[dict]:
     try:
         log.info("training a stack of %d: %s", len(jobs), ", ".join(Path(j.out_dir).name for j in jobs))
         return run_stack(jobs)
-    except (ConfigError, DatasetUnavailable) as exc:  # found while reading the data: every run of the stack
-        log.error("error: %s", exc)
-        out = []
-        for j in jobs:
-            metrics = {"status": "failed", "reason": str(exc), "config": j.resolved_config,
-                       "versions": library_versions()}
-            write_json_atomic(Path(j.out_dir) / METRICS_FILE, metrics)
-            out.append(metrics)
-        return out
+    except Exception as exc:  # every run of the stack fails with the reason; the sweep goes on
+        if isinstance(exc, ConfigError | DatasetUnavailable):  # found while reading the data
+            reason = str(exc)
+            log.error("error: %s", reason)
+        else:  # a bug, an out-of-memory: the traceback goes to the runs' logs
+            reason = f"{type(exc).__name__}: {exc}"
+            log.exception("stack failed with an unexpected error")
+        return [record_failure(Path(j.out_dir), reason, j.resolved_config) for j in jobs]
     finally:
         for h in handlers:
             root.removeHandler(h)

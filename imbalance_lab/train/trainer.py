@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..schema import check
 from .augment import random_crop_flip
 from .precision import Precision
 from .samplers import epoch_indices, epoch_size
@@ -118,7 +119,9 @@ def fit_stack(members: list[Member], x: torch.Tensor, y: torch.Tensor, *, traine
     precision = Precision.of(trainer_cfg, device)
     class_counts = torch.bincount(y, minlength=members[0].loss_fn.num_classes)
     n = epoch_size(sampler, class_counts.tolist())
-    batch_size = min(trainer_cfg.batch_size, n)
+    batch_size = trainer_cfg.batch_size
+    check(batch_size <= n, "trainer.batch_size", batch_size,
+          f"at most {n}, the images in one epoch of this training split (sampler={sampler})")
     steps = n // batch_size  # the incomplete last batch is dropped; the draw changes every epoch
     epochs = trainer_cfg.epochs
     engine = make_engine(members, trainer_cfg, optim_cfg, steps, epochs, precision)

@@ -1,0 +1,93 @@
+"""Nothing silently wrong: config mistakes stop before any work with one line; an unexpected error in one
+run of a sweep is recorded and the sweep goes on (its exit code says so); Ctrl-C is one line and exit 130."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import CLI_ENV, REPO, TINY, compose_run, run_in_process
+
+from imbalance_lab import report
+from imbalance_lab.callbacks import writable_folder
+from imbalance_lab.schema import ConfigError
+
+
+@pytest.mark.parametrize("overrides, key, allowed", [
+    (["loss=focal", "+loss.gama=0.5"], "loss.gama", "not a setting of FocalLossConfig"),  # a typo added with +
+    (["+trainer.epoch=3"], "trainer.epoch", "not a setting of TrainerConfig"),
+    (["seed=-1"], "seed", "an integer in [0, 2^32)"),
+    (["seed=4294967296"], "seed", "an integer in [0, 2^32)"),
+    (["data.synthetic.image_size=2"], "data.synthetic.image_size", "an integer >= 4"),
+    (["optim.lr=inf"], "optim.lr", "a finite number"),
+    (["loss=focal", "loss.gamma=inf"], "loss.gamma", "a finite number"),
+    (["loss=focal", "loss.alpha=[1,nan,1]"], "loss.alpha[1]", "a finite number"),
+])
+def test_config_mistakes_stop_with_one_line_naming_the_key(overrides, key, allowed):
+    with pytest.raises(ConfigError) as err:
+        compose_run(*TINY, *overrides)
+    assert err.value.key == key and allowed in err.value.allowed
+    assert len(str(err.value).splitlines()) == 1
+
+
+def test_a_batch_larger_than_the_split_is_refused_not_shrunk(tmp_path):
+    with pytest.raises(ConfigError, match=r"^trainer.batch_size=100000 is not allowed: at most 168, the images "):
+        run_in_process(tmp_path, *TINY, "trainer.batch_size=100000")
+    assert not (tmp_path / "metrics.json").exists() and not (tmp_path / "predictions.npz").exists()
+
+
+@pytest.mark.parametrize("key", ["hydra.run.dir", "hydra.sweep.dir"])
+def test_an_unwritable_output_folder_is_one_line_naming_the_key(key, capsys, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")  # a file where a folder's parent should be
+    with pytest.raises(SystemExit) as exit_:
+        writable_folder(key, str(blocker / "run"))
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(f"error: {key}={blocker / 'run'} is not allowed: ")
+
+
+def test_an_unexpected_error_in_one_run_is_recorded_and_the_sweep_goes_on(tmp_path):
+    """A fault injected into the run of seed 1 (as a bug or CUDA out-of-memory would raise): that run is
+    failed with the exception's type and message, the other finishes, the summary is written, exit code 1."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        "import imbalance_lab.run as run\n"
+        "original = run.run_experiment\n"
+        "def faulty(cfg, *args, **kwargs):\n"
+        "    if cfg.seed == 1:\n"
+        "        raise RuntimeError('injected fault')\n"
+        "    return original(cfg, *args, **kwargs)\n"
+        "run.run_experiment = faulty\n")
+    sweep = tmp_path / "sweep"
+    env = {**os.environ, **CLI_ENV, "PYTHONPATH": os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-m", "imbalance_lab", "-m", *TINY, "seed=0,1",
+                           f"hydra.sweep.dir={sweep}"], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    runs = report.collect_runs(sweep).set_index("seed")
+    assert runs.loc[0, "status"] == "done"
+    assert runs.loc[1, "status"] == "failed" and runs.loc[1, "reason"] == "RuntimeError: injected fault"
+    assert "injected fault" in (sweep / report.SUMMARY_MD).read_text()
+    log = next(p for p in sweep.glob("*seed=1*/imbalance_lab.log"))
+    assert "Traceback" in log.read_text()  # the traceback is kept in the run's log
+
+
+def test_ctrl_c_is_one_line_and_exit_code_130(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "imbalance_lab", *TINY, "trainer.epochs=500",
+                             f"hydra.run.dir={run_dir}"], cwd=REPO, env={**os.environ, **CLI_ENV},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (run_dir / "subset_indices.npz").exists() and time.time() < deadline:  # training has started
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert lines == ["interrupted; resume with the same command (finished runs are kept)"], err
+    assert not (run_dir / "metrics.json").exists()  # an interrupted run never looks done
