@@ -335,3 +335,29 @@ def test_undecodable_image_names_the_file(tmp_path, monkeypatch):
                  labels=np.zeros(1, np.int64))
     with pytest.raises(DatasetUnavailable, match=r"cifar10_train\.npz: image 0 cannot be decoded"):
         load_source("cifar10", str(tmp_path), None, SyntheticConfig())
+
+
+def test_a_decode_cache_overwritten_with_other_bytes_is_decoded_again(tmp_path, monkeypatch, caplog):
+    """Other bytes of the same size in the cache (a bad disk, a clash, a hand edit): the checksum stored
+    beside it no longer matches, so the images are decoded again — never trained on silently."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8)
+    _encoded_mirror(tmp_path, images, np.arange(20, dtype=np.int64) % 10)
+    load_source("cifar10", str(tmp_path), None, SyntheticConfig())
+    (cache,) = (tmp_path / "cache" / "imbalance_lab" / "decoded").glob("*.npy")
+    header_size = len(cache.read_bytes()) - images.nbytes
+    cache.write_bytes(cache.read_bytes()[:header_size] + rng.integers(0, 256, images.nbytes, np.uint8).tobytes())
+    again = load_source("cifar10", str(tmp_path), None, SyntheticConfig())
+    assert np.array_equal(again.train_images, images)
+    assert "does not match its checksum" in caplog.text
+
+
+def test_the_pixels_trained_on_are_identified_by_their_hash():
+    def split(seed):
+        return build_split(DataConfig(name="synthetic", source="synthetic", profile="exp", imbalance=10,
+                                      synthetic=SyntheticConfig(num_classes=3, seed=seed, image_size=16)))
+
+    same, other = [split(0), split(0)], split(1)  # the generator's seed: other pixels
+    assert len(same[0].pixels_sha256) == 64 and same[0].summary()["pixels_sha256"] == same[0].pixels_sha256
+    assert same[0].pixels_sha256 == same[1].pixels_sha256 != other.pixels_sha256

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 import re
 import zipfile
@@ -32,6 +33,8 @@ CIFAR100_CLASSES = [
     "streetcar", "sunflower", "sweet_pepper", "table", "tank", "telephone", "television", "tiger", "tractor",
     "train", "trout", "tulip", "turtle", "wardrobe", "whale", "willow_tree", "wolf", "woman", "worm",
 ]  # the fine labels, in label order (alphabetical), as in the dataset's meta file
+
+log = logging.getLogger(__name__)
 
 
 class DatasetUnavailable(RuntimeError):
@@ -193,17 +196,31 @@ def _decoded(npz, path: str, real: _Real) -> np.ndarray:
             digest.update(block)
     cache = os.path.join(cache_home(), "decoded", f"{digest.hexdigest()}.npy")
     try:
-        images = np.load(cache, mmap_mode="r", allow_pickle=False)
-        if images.shape == (len(offsets) - 1, *real.shape) and images.dtype == np.uint8:
+        images = np.load(cache, allow_pickle=False)
+        with open(cache + ".sha256") as f:
+            stored = f.read().strip()
+        if images.shape == (len(offsets) - 1, *real.shape) and images.dtype == np.uint8 \
+                and pixels_sha256(images) == stored:
             return images
+        log.warning("decode cache %s does not match its checksum: decoding %s again", cache, path)
     except _UNREADABLE:
-        pass  # no cache yet, or a damaged one: decode again
+        pass  # no cache yet, or a damaged or unverifiable one: decode again
     encoded = _array(npz, path, "encoded", np.uint8, 1)
     if len(offsets) < 1 or offsets[0] != 0 or offsets[-1] != len(encoded) or np.any(np.diff(offsets) < 0):
         raise _bad(path, "'offsets' do not cut 'encoded' into consecutive images")
     images = _decode_all(encoded.tobytes(), offsets, path, real)
     _save_atomic(cache, images)
     return images
+
+
+def pixels_sha256(*arrays: np.ndarray) -> str:
+    """sha256 of the arrays' shapes, dtypes and bytes: what identifies the pixels themselves."""
+    digest = hashlib.sha256()
+    for array in arrays:
+        array = np.ascontiguousarray(array)
+        digest.update(f"{array.dtype.str}{array.shape}".encode())
+        digest.update(array.reshape(-1).view(np.uint8))
+    return digest.hexdigest()
 
 
 def _decode_all(data: bytes, offsets: np.ndarray, path: str, real: _Real) -> np.ndarray:
@@ -225,10 +242,12 @@ def _decode_all(data: bytes, offsets: np.ndarray, path: str, real: _Real) -> np.
 
 
 def _save_atomic(path: str, array: np.ndarray) -> None:
-    """Write the decode cache atomically, so a reader never sees a half-written one."""
+    """Write the decode cache atomically, so a reader never sees a half-written one, and its checksum beside
+    it (written after it: a cache without a checksum is decoded again)."""
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         atomic_write(path, lambda f: np.save(f, array))
+        atomic_write(path + ".sha256", lambda f: f.write(pixels_sha256(array).encode()))
     except OSError:
         pass  # an unwritable cache only costs the decode time next time
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from imbalance_lab.data.profiles import exp_counts, reduce_counts, step_counts
-from imbalance_lab.data.sources import load_source
+from imbalance_lab.data.sources import load_source, pixels_sha256
 from imbalance_lab.schema import DataConfig, check
 
 SPLITS = ("train", "val", "test")
@@ -33,6 +33,7 @@ class ImbalancedSplit:
     mean: list[float]  # per channel, of train_x / 255
     std: list[float]
     fingerprint: str  # identifies the kept images: same fingerprint, same data
+    pixels_sha256: str = ""  # of the arrays themselves (images and labels of every split), as trained on
     note: str = ""
     description: str = ""
     name: str = ""
@@ -63,6 +64,7 @@ class ImbalancedSplit:
             "mean": list(self.mean),
             "std": list(self.std),
             "fingerprint": self.fingerprint,
+            "pixels_sha256": self.pixels_sha256,
         }
 
 
@@ -113,6 +115,7 @@ def build_split(cfg: DataConfig) -> ImbalancedSplit:
         class_counts={s: np.bincount(arrays[s][1], minlength=len(kept)).tolist() for s in SPLITS},
         indices=indices, mean=mean, std=std,
         fingerprint=_fingerprint(cfg, kept, indices),
+        pixels_sha256=pixels_sha256(*[a for s in SPLITS for a in arrays[s]]),
         note=raw.note, description=raw.description, name=cfg.name, source=cfg.source,
     )
 
