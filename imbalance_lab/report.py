@@ -20,7 +20,6 @@ import io
 import json
 import logging
 import math
-import os
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -53,15 +52,33 @@ MARKDOWN_METRICS = tuple(m for m in METRIC_COLUMNS if m != "test_accuracy")
 
 # ----------------------------------------------------------------------------- reading run folders
 def find_run_dirs(sweep_dir: Path) -> list[Path]:
-    """Every run folder under ``sweep_dir``: a folder holding ``.hydra/`` (made when a job starts) or
-    ``metrics.json``. Hidden folders (``.hydra``, ``.submitit``) are not searched."""
+    """The run folders of one sweep: its sub-folders holding ``.hydra/`` (Hydra makes it when a job starts),
+    or the folder itself when it is a single run."""
     sweep_dir = Path(sweep_dir)
-    found = []
-    for root, dirs, files in os.walk(sweep_dir):
-        if ".hydra" in dirs or METRICS_FILE in files:
-            found.append(Path(root))
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-    return sorted(found)
+    if (sweep_dir / ".hydra").is_dir():
+        return [sweep_dir]
+    return sorted(d for d in sweep_dir.iterdir() if d.is_dir() and (d / ".hydra").is_dir())
+
+
+def find_strays(sweep_dir: Path) -> list[Path]:
+    """Sub-folders of a sweep folder that are not run folders (listed in the summary, never merged in)."""
+    sweep_dir = Path(sweep_dir)
+    if (sweep_dir / ".hydra").is_dir():
+        return []
+    return sorted(d for d in sweep_dir.iterdir()
+                  if d.is_dir() and not d.name.startswith(".") and not (d / ".hydra").is_dir())
+
+
+class NotASweep(ValueError):
+    """The folder is not one sweep (e.g. a date folder holding several); the message says what to do."""
+
+
+def check_one_sweep(folder: Path) -> None:
+    sweeps = sorted(d.parent for d in Path(folder).glob("*/multirun.yaml"))
+    if sweeps and not (Path(folder) / "multirun.yaml").exists() and not find_run_dirs(folder):
+        names = ", ".join(d.name for d in sweeps)
+        raise NotASweep(f"{folder} holds {len(sweeps)} sweeps ({names}), not one: report each, e.g. "
+                        f"python -m imbalance_lab.report {sweeps[0]}")
 
 
 def _load_yaml(path: Path):
@@ -310,6 +327,11 @@ def render_markdown(sweep_dir: Path, runs: pd.DataFrame, agg: pd.DataFrame) -> s
             lines.append(f"- `{rec['run']}` — **{rec['status']}**" + (f": {reason}" if reason else ""))
         lines += ["", ("Re-run the same sweep command with `hydra.sweep.dir=<this folder>` to redo only "
                        "these (runs whose metrics.json says done are skipped)."), ""]
+    strays = find_strays(sweep_dir)
+    if strays:
+        lines += [f"## Folders that are not runs ({len(strays)})", ""]
+        lines += [f"- `{d.name}`" for d in strays]
+        lines += ["", "They hold no `.hydra/` (Hydra makes it when a job starts): left out of every table.", ""]
     lines += [("Files: `summary_runs.csv` (one row per run), `summary_aggregate.csv` (median, mean, sd, n "
                "per method × ratio), `summary_macro_f1.png`, `summary_minority.png`."), ""]
     return "\n".join(lines)
@@ -369,11 +391,12 @@ def plot_metric_vs_ratio(agg: pd.DataFrame, metrics: list[str], title: str) -> b
 def write_report(sweep_dir: Path | str, out_dir: Path | str | None = None) -> dict:
     """Write the summary files for ``sweep_dir`` (into ``out_dir``, default the sweep folder).
 
-    Returns ``{"runs": DataFrame, "aggregate": DataFrame, "files": [paths], "counts": {status: n}}``.
+    Returns ``{"runs": DataFrame, "aggregate": DataFrame, "files": [paths], "counts": {status: n}, "sweep_dir"}``.
     """
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise FileNotFoundError(f"no such sweep folder: {sweep_dir}")
+    check_one_sweep(sweep_dir)
     out_dir = Path(out_dir) if out_dir else sweep_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     runs = collect_runs(sweep_dir)
@@ -397,7 +420,7 @@ def write_report(sweep_dir: Path | str, out_dir: Path | str | None = None) -> di
     emit(MINORITY_PNG, plot_metric_vs_ratio(agg, minority + ["test_few_shot_acc"],
                                             f"minority / few-shot metrics vs imbalance ratio: {name}"))
     counts = {s: int((runs["status"] == s).sum()) for s in STATUSES}
-    return {"runs": runs, "aggregate": agg, "files": files, "counts": counts}
+    return {"runs": runs, "aggregate": agg, "files": files, "counts": counts, "sweep_dir": sweep_dir}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -407,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         result = write_report(args.sweep_dir, args.out)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, NotASweep) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(summary_text(result))
@@ -427,6 +450,7 @@ def summary_text(result: dict) -> str:
     for rec in bad.to_dict("records"):
         reason = rec["reason"] if isinstance(rec["reason"], str) else ""
         lines.append(f"  not done: {rec['run']} ({rec['status']}{': ' + reason[:120] if reason else ''})")
+    lines += [f"  not a run folder, left out: {d}" for d in find_strays(result["sweep_dir"])]
     lines += [f"wrote {p}" for p in result["files"]]
     return "\n".join(lines)
 

@@ -345,3 +345,23 @@ def test_run_dirname_is_one_safe_stable_path_component():
     assert len(name.encode()) <= MAX_DIRNAME_BYTES and name.startswith("key0=value0,")
     assert run_dirname(long) == name  # the same overrides map to the same folder (resume)
     assert run_dirname(long.replace("value39", "other")) != name
+
+
+def test_a_folder_holding_two_sweeps_is_not_merged(tmp_path, capsys):
+    """A date folder with two sweeps of the same grid: reported as two sweeps (an error that names them),
+    never as one sweep with n=2 per cell; a stray folder in a sweep is listed, not read as a run."""
+    day = tmp_path / "2026-01-01"
+    for sweep in ("12-00-00_000001", "13-00-00_000002"):
+        for seed in ("0", "1"):
+            make_run(day / sweep, {"data.imbalance": "10", "loss": "ce", "seed": seed})
+        (day / sweep / "multirun.yaml").write_text("hydra: {}\n")
+    assert report.main([str(day)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {day} holds 2 sweeps (12-00-00_000001, 13-00-00_000002), not one")
+    one = day / "12-00-00_000001"
+    (one / "notes").mkdir()
+    (one / "notes" / "metrics.json").write_text("{}")  # not a run: it has no .hydra/
+    result = report.write_report(one)
+    assert len(result["runs"]) == 2 and list(result["aggregate"]["n"]) == [2]
+    text = (one / report.SUMMARY_MD).read_text()
+    assert "## Folders that are not runs (1)" in text and "- `notes`" in text
