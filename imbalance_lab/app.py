@@ -51,13 +51,27 @@ def prepare(cfg: DictConfig):
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     if multirun and is_done(out_dir):
         log.info("already done, skipped: %s", out_dir)
-        return read_metrics(out_dir)
+        done = read_metrics(out_dir)
+        warn_if_other_threads(done, cfg, out_dir)
+        return done
     resolved = OmegaConf.to_container(cfg, resolve=True)
     try:
         config = validate(cfg)
     except ConfigError as exc:
         return refuse(out_dir, str(exc), resolved, multirun)
     return Job(config, out_dir, resolved, hydra_cfg.runtime.choices.get("loss"), multirun)
+
+
+def warn_if_other_threads(done: dict, cfg: DictConfig, out_dir: Path) -> None:
+    """A sweep resumed with another CPU thread count mixes numbers that are not comparable: say so."""
+    import torch
+
+    device = done.get("device") or {}
+    now = cfg.trainer.threads or torch.get_num_threads()
+    if device.get("type") == "cpu" and device.get("threads") not in (None, now):
+        log.warning("%s was trained with %s CPU threads, this sweep has %s: on CPU the numbers depend on the "
+                    "thread count (set trainer.threads=%s to match)", out_dir, device["threads"], now,
+                    device["threads"])
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")

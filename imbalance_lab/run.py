@@ -87,6 +87,8 @@ def run_stack(jobs: list[Job]) -> list[dict]:
     first = jobs[0].cfg
     assert len({stack_key(j.cfg) for j in jobs}) == 1 and (len(jobs) == 1 or stack_key(first)), "not one stack"
     device = resolve_device(first.trainer.device)
+    if first.trainer.threads:
+        torch.set_num_threads(first.trainer.threads)
     split = build_split(first.data)
     log.info("data: %s | train %s | test %s | fingerprint %s", split.description,
              split.class_counts["train"], split.class_counts["test"], split.fingerprint)

@@ -195,6 +195,9 @@ class TrainerConfig:
     bn_recalibration_batches: int = 20  # before each evaluation, BatchNorm statistics from k training batches
     # runs trained together: auto = one vmapped model on CUDA, member after member on CPU; loop; vmap
     stacking: str = "auto"
+    # CPU threads (None: PyTorch's default, one per core); results on CPU depend on it, and metrics.json
+    # records the count used (device.threads)
+    threads: int | None = None
 
     def __post_init__(self):
         check(self.epochs >= 1, "trainer.epochs", self.epochs, "an integer >= 1")
@@ -204,6 +207,7 @@ class TrainerConfig:
               self.bn_recalibration_batches, "an integer >= 0 (0 = keep the running averages)")
         one_of("trainer.device", self.device, DEVICES)
         one_of("trainer.stacking", self.stacking, STACKINGS)
+        check(self.threads is None or self.threads >= 1, "trainer.threads", self.threads, "null or an integer >= 1")
         if self.device == "cuda":
             import torch
 

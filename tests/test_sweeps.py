@@ -235,8 +235,11 @@ def test_resume_redoes_only_unfinished_runs(grid_sweep, tmp_path):
     counts = report.write_report(sweep)["counts"]
     assert counts == {"done": 6, "failed": 0, "unfinished": 1, "corrupt": 1}
 
-    proc = sweep_cli(sweep, *GRID)  # the same sweep command, into the same folder
+    # the same sweep command, into the same folder; with another thread count (not part of a run's folder name)
+    proc = sweep_cli(sweep, *GRID, "trainer.threads=2")
     assert proc.stdout.count("already done, skipped") + proc.stderr.count("already done, skipped") == 6
+    # the finished runs had 1 thread (run_cli pins it): mixing thread counts is flagged for each of them
+    assert (proc.stdout + proc.stderr).count("was trained with 1 CPU threads, this sweep has 2") == 6
     for r in finished:
         assert ((r / "metrics.json").stat().st_mtime_ns, (r / "metrics.json").read_bytes()) == before[r]
     for r in (killed, corrupt):
