@@ -34,6 +34,7 @@ class RunRecord:
         self.out_dir, self.cfg, self.method, self.split = Path(out_dir), cfg, method, split
         self.device, self.resolved_config = device, resolved_config
         self.started = time.time()
+        self.resumed_from: int | None = None  # the epoch of the checkpoint this run continued from
         self.out_dir.mkdir(parents=True, exist_ok=True)
         save_npz_atomic(self.out_dir / "subset_indices.npz", **split.indices)
 
@@ -60,6 +61,7 @@ class RunRecord:
             "seed": self.cfg.seed,
             "epochs": self.cfg.trainer.epochs,
             "train_seconds": train_seconds,
+            "resumed_from_epoch": self.resumed_from,
             "stack": stack or {"size": 1, "engine": "loop", "runs": [str(self.out_dir)]},
             "wall_seconds": time.time() - self.started,
             "train_images_per_s": float(np.mean([h["images_per_s"] for h in history])) if history else None,

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import checkpoint
 from .baselines import majority_only_outcome
 from .data import ImbalancedSplit, build_split
 from .evaluation import Evaluator, Outcome
@@ -101,6 +102,7 @@ def run_stack(jobs: list[Job]) -> list[dict]:
                                  job.resolved_config))
         if job.cfg.method == "supervised":
             members.append(supervised_member(job.cfg, split, device, generator))
+    hashes = [checkpoint.config_hash(job.resolved_config) for job in jobs]
     started = time.perf_counter()
     if first.method in SOLO_METHODS:
         try:
@@ -109,9 +111,19 @@ def run_stack(jobs: list[Job]) -> list[dict]:
             outcomes = [(Outcome(history=exc.history), "failed", str(exc))]
         engine = "alone"
     else:
+        resume = checkpoint.latest([job.out_dir for job in jobs], hashes, device)
+        if resume:
+            log.info("resuming from the checkpoints of epoch %d", resume[0]["epoch"])
+            for m, state, record in zip(members, resume, records):
+                m.on_eval.best_val, record.resumed_from = state["best_val"], state["epoch"]
+
+        def save(epoch: int, states: list[dict]) -> None:
+            for job, m, state, digest in zip(jobs, members, states, hashes):
+                checkpoint.save(job.out_dir, state | {"best_val": m.on_eval.best_val, "config_hash": digest})
+
         x, y = torch.from_numpy(split.train_x).to(device), torch.from_numpy(split.train_y).to(device)
         engine = fit_stack(members, x, y, trainer_cfg=first.trainer, optim_cfg=first.optim,
-                           augment=first.data.augment, sampler=first.sampler)
+                           augment=first.data.augment, sampler=first.sampler, checkpoint=save, resume=resume)
         outcomes = [(Outcome(history=m.history), "failed", m.failed) if m.failed else
                     (m.on_eval.outcome(m.history, m.loss_fn.extra_metrics()), "done", None) for m in members]
     seconds = time.perf_counter() - started
@@ -119,8 +131,12 @@ def run_stack(jobs: list[Job]) -> list[dict]:
     for (outcome, status, reason), record in zip(outcomes, records):
         if reason:
             log.error("run failed: %s (%s)", reason, record.out_dir)
-    return [record.finish(outcome, status, reason, train_seconds=seconds, stack=stack)
-            for (outcome, status, reason), record in zip(outcomes, records)]
+    results = []
+    for k, ((outcome, status, reason), record) in enumerate(zip(outcomes, records)):
+        model = members[k].model if members and status == "done" else None
+        checkpoint.finish(record.out_dir, model)  # final weights first: metrics.json is the last file written
+        results.append(record.finish(outcome, status, reason, train_seconds=seconds, stack=stack))
+    return results
 
 
 def run_experiment(cfg: Config, out_dir: Path, resolved_config: dict, loss_option: str | None = None) -> dict:

@@ -198,6 +198,9 @@ class TrainerConfig:
     # CPU threads (None: PyTorch's default, one per core); results on CPU depend on it, and metrics.json
     # records the count used (device.threads)
     threads: int | None = None
+    # every k epochs a run writes checkpoint.pt (atomically, the previous one kept); a run started again in
+    # the same folder continues from it. 0: never
+    checkpoint_every: int = 10
 
     def __post_init__(self):
         check(self.epochs >= 1, "trainer.epochs", self.epochs, "an integer >= 1")
@@ -208,6 +211,8 @@ class TrainerConfig:
         one_of("trainer.device", self.device, DEVICES)
         one_of("trainer.stacking", self.stacking, STACKINGS)
         check(self.threads is None or self.threads >= 1, "trainer.threads", self.threads, "null or an integer >= 1")
+        check(self.checkpoint_every >= 0, "trainer.checkpoint_every", self.checkpoint_every,
+              "an integer >= 0 (0 = no checkpoints)")
         if self.device == "cuda":
             import torch
 

@@ -137,7 +137,7 @@ LAYERS = [
     {"losses"},
     {"models"},
     {"train", "metrics", "plots"},
-    {"evaluation", "record", "baselines"},
+    {"evaluation", "record", "checkpoint", "baselines"},
     {"run"},
     {"configstore", "app", "__main__", "report", "callbacks", "__init__"},
 ]

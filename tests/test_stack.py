@@ -13,7 +13,7 @@ from imbalance_lab.losses.focal import FocalLossConfig
 from imbalance_lab.models import build_model
 from imbalance_lab.run import Job, run_experiment, run_stack
 from imbalance_lab.schema import OptimConfig, TrainerConfig
-from imbalance_lab.train import Member, Precision
+from imbalance_lab.train import Member, Precision, fit_stack
 from imbalance_lab.train.augment import random_crop_flip
 from imbalance_lab.train.stack import LoopEngine, VmapEngine, vmap_obstacle
 
@@ -130,3 +130,31 @@ def test_a_vmapped_stack_of_three_gives_each_run_its_result_alone_within_half_a_
         alone = read_json(root / f"alone_{job.cfg.seed}" / "metrics.json")
         assert abs(metrics["test"]["macro_f1"] - alone["test"]["macro_f1"]) <= 0.005
         assert metrics["history"][0]["loss"] == pytest.approx(alone["history"][0]["loss"], rel=1e-3)
+
+
+@pytest.mark.parametrize("stacking", ["loop", "vmap"])
+def test_a_stack_continues_from_its_members_states_as_if_never_stopped(stacking):
+    """fit_stack's checkpoint states (epoch 2 of 4) given back as ``resume``: every member ends with the
+    same per-epoch losses and weights as the uninterrupted stack — the vmapped one too, whose stacked
+    optimiser state is cut into the members' states and stacked again."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (96, 3, 16, 16), dtype=torch.uint8, generator=g)
+    y = torch.arange(96) % 3
+    trainer = TrainerConfig(epochs=4, batch_size=16, checkpoint_every=2, device="cpu", progress=False,
+                            stacking=stacking, bn_recalibration_batches=2)
+
+    def run(resume=None, keep=None):
+        stack = members([FocalLossConfig(gamma=1.0)] * 2, [0, 1])
+        fit_stack(stack, x, y, trainer_cfg=trainer, optim_cfg=OptimConfig(name="adam"), augment=True,
+                  checkpoint=None if keep is None else lambda epoch, states: keep.append(copy.deepcopy(states)),
+                  resume=resume)
+        return stack
+
+    saved = []
+    full = run(keep=saved)
+    assert len(saved) == 1 and [s["epoch"] for s in saved[0]] == [2, 2]  # not after the last epoch
+    resumed = run(resume=saved[0])
+    for a, b in zip(full, resumed):
+        assert [h["loss"] for h in a.history] == [h["loss"] for h in b.history]
+        for (name, p), q in zip(a.model.state_dict().items(), b.model.state_dict().values()):
+            assert torch.equal(p, q), name

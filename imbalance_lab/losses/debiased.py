@@ -65,5 +65,11 @@ class DebiasedLoss(ImbalanceLoss):
         super().start_epoch(epoch)
         self.q_hat_history.append(self.q_hat.tolist())
 
+    def get_extra_state(self):  # kept in state_dict(), so a checkpoint carries the history too
+        return {"q_hat_history": self.q_hat_history}
+
+    def set_extra_state(self, state):
+        self.q_hat_history = [list(q) for q in state["q_hat_history"]]
+
     def extra_metrics(self):
         return {"q_hat_history": list(self.q_hat_history), "q_hat_final": self.q_hat.tolist()}

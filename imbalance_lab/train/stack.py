@@ -80,6 +80,15 @@ class LoopEngine:
             losses.append(loss.detach())
         return losses
 
+    def optim_state(self, k: int) -> dict:
+        m = self.members[k]
+        return {"optimizer": m.optimizer.state_dict(), "scheduler": m.scheduler.state_dict()}
+
+    def load_optim_states(self, states: list[dict]) -> None:
+        for m, state in zip(self.members, states):
+            m.optimizer.load_state_dict(state["optimizer"])
+            m.scheduler.load_state_dict(state["scheduler"])
+
     def to_members(self) -> None:
         """The members' modules hold the current weights (they always do here)."""
 
@@ -131,6 +140,23 @@ class VmapEngine:
         self.optimizer.step()
         self.scheduler.step()
         return losses
+
+    def optim_state(self, k: int) -> dict:
+        """Member k's slice of the stacked optimiser state (tensors with the stack's leading dimension)."""
+        K = len(self.members)
+        full = self.optimizer.state_dict()
+        state = {i: {key: (v[k].clone() if torch.is_tensor(v) and v.dim() > 0 and v.shape[0] == K else v)
+                     for key, v in s.items()} for i, s in full["state"].items()}
+        return {"optimizer": {"state": state, "param_groups": full["param_groups"]},
+                "scheduler": self.scheduler.state_dict()}
+
+    def load_optim_states(self, states: list[dict]) -> None:
+        first = states[0]["optimizer"]
+        stacked = {i: {key: (torch.stack([st["optimizer"]["state"][i][key] for st in states])
+                             if torch.is_tensor(v) and v.dim() > 0 else v)
+                       for key, v in s.items()} for i, s in first["state"].items()}
+        self.optimizer.load_state_dict({"state": stacked, "param_groups": first["param_groups"]})
+        self.scheduler.load_state_dict(states[0]["scheduler"])
 
     @torch.no_grad()
     def to_members(self) -> None:

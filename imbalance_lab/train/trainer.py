@@ -108,13 +108,18 @@ def fit(model, loss_fn, x: torch.Tensor, y: torch.Tensor, *, trainer_cfg, optim_
 def fit_stack(members: list[Member], x: torch.Tensor, y: torch.Tensor, *, trainer_cfg, optim_cfg, augment: bool,
               sampler: str = "uniform",
               batch_transform: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None
-              = None) -> str:
+              = None, checkpoint: Callable[[int, list[dict]], None] | None = None,
+              resume: list[dict] | None = None) -> str:
     """Train K models on the same device-resident split, each as if alone: its own batch order, augmentation
     draws (from its generator), optimiser state and BatchNorm statistics. Each member's ``on_eval(epoch)``
     runs every ``eval_every`` epochs and after the last one, its dict merged into that epoch's record;
     BatchNorm statistics are recalibrated before it. ``batch_transform(x, y)`` turns each augmented uint8
     batch into the one trained on (e.g. a self-supervised pretext task). A member whose loss becomes NaN/inf
-    stops (``failed``); the others go on. Returns the engine's name (``train.stack``)."""
+    stops (``failed``); the others go on. Returns the engine's name (``train.stack``).
+
+    ``checkpoint(epoch, states)`` is called every ``trainer.checkpoint_every`` epochs (not after the last) with
+    each member's training state (:func:`member_state`); ``resume`` — such states, all of the same epoch —
+    continues from there as if never stopped."""
     device = x.device
     precision = Precision.of(trainer_cfg, device)
     class_counts = torch.bincount(y, minlength=members[0].loss_fn.num_classes)
@@ -124,13 +129,25 @@ def fit_stack(members: list[Member], x: torch.Tensor, y: torch.Tensor, *, traine
           f"at most {n}, the images in one epoch of this training split (sampler={sampler})")
     steps = n // batch_size  # the incomplete last batch is dropped; the draw changes every epoch
     epochs = trainer_cfg.epochs
+    for m, state in zip(members, resume or []):  # weights first: a vmapped engine stacks them when built
+        m.model.load_state_dict(state["model"])
+        m.loss_fn.load_state_dict(state["loss"])
     engine = make_engine(members, trainer_cfg, optim_cfg, steps, epochs, precision)
-    for m in members:
-        calibration = torch.randperm(len(y), device=device, generator=m.generator)
-        m.calibration = list(calibration[:trainer_cfg.bn_recalibration_batches * batch_size].split(batch_size))
+    if resume:
+        engine.load_optim_states([state["optim"] for state in resume])
+        for m, state in zip(members, resume):
+            m.generator.set_state(state["generator"])
+            m.calibration = [idx.to(device) for idx in state["calibration"]]
+            m.history, m.failed = list(state["history"]), state["failed"]
+    else:
+        for m in members:
+            calibration = torch.randperm(len(y), device=device, generator=m.generator)
+            m.calibration = list(calibration[:trainer_cfg.bn_recalibration_batches * batch_size].split(batch_size))
+    start = resume[0]["epoch"] if resume else 0
 
-    bar = tqdm(total=epochs * steps, unit="step", disable=not trainer_cfg.progress, dynamic_ncols=True)
-    for epoch in range(epochs):
+    bar = tqdm(total=epochs * steps, initial=start * steps, unit="step", disable=not trainer_cfg.progress,
+               dynamic_ncols=True)
+    for epoch in range(start, epochs):
         active = [m.failed is None for m in members]
         if not any(active):
             break
@@ -174,9 +191,21 @@ def fit_stack(members: list[Member], x: torch.Tensor, y: torch.Tensor, *, traine
                     record.update(m.on_eval(epoch))
             m.history.append(record)
         engine.from_members()
+        every = trainer_cfg.checkpoint_every
+        if checkpoint is not None and every and (epoch + 1) % every == 0 and epoch + 1 < epochs:
+            checkpoint(epoch + 1, [member_state(m, engine, k, epoch + 1) for k, m in enumerate(members)])
         last = members[0].history[-1] if members[0].history else {}
         bar.set_postfix(loss=f"{last.get('loss', float('nan')):.4f}",
                         img_s=f"{len(members) * steps * batch_size / seconds:.0f}",
                         **{k: f"{v:.4f}" for k, v in last.items() if k.endswith("macro_f1")})
     bar.close()
     return engine.name
+
+
+def member_state(m: Member, engine, k: int, epoch: int) -> dict:
+    """Everything a member needs to continue after ``epoch`` epochs: weights and BatchNorm statistics, loss
+    state (e.g. the debiased loss's q̂), optimiser and schedule, its random generator, the BatchNorm
+    calibration batches, its history."""
+    return {"epoch": epoch, "model": m.model.state_dict(), "loss": m.loss_fn.state_dict(),
+            "optim": engine.optim_state(k), "generator": m.generator.get_state(), "calibration": m.calibration,
+            "history": m.history, "failed": m.failed}

@@ -1,0 +1,73 @@
+"""Checkpoints of a run in training, and its final weights.
+
+Every ``trainer.checkpoint_every`` epochs a run writes ``checkpoint.pt`` in its folder — atomically, after
+renaming the one before to ``checkpoint.prev.pt`` — holding what ``train.fit_stack`` needs to continue (see
+``train.trainer.member_state``), the run's best-on-validation record and a hash of its config. A run started
+again in the same folder (after ``kill -9``, a crash, Ctrl-C, a preempted job) continues from the newest
+checkpoint that loads and belongs to the same config; an unreadable (truncated) one falls back to the one
+before, or to the start. A stack resumes from the newest epoch every member has. A finished run keeps its
+final weights as ``model.pt`` (a state dict: ``torch.load(path, weights_only=True)``) and drops its
+checkpoints.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import pickle
+from pathlib import Path
+
+import torch
+
+from .atomic import atomic_write
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT, PREVIOUS, FINAL_WEIGHTS = "checkpoint.pt", "checkpoint.prev.pt", "model.pt"
+
+
+def config_hash(resolved_config: dict) -> str:
+    return hashlib.sha256(json.dumps(resolved_config, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def save(out_dir: Path, state: dict) -> None:
+    path = Path(out_dir) / CHECKPOINT
+    if path.exists():
+        os.replace(path, Path(out_dir) / PREVIOUS)
+    atomic_write(path, lambda f: torch.save(state, f))
+
+
+def _load(path: Path, config: str, device: torch.device) -> dict | None:
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError:
+        return None
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:  # truncated, damaged
+        log.warning("checkpoint %s cannot be read (%s: %s): ignored", path, type(exc).__name__, exc)
+        return None
+    if not isinstance(state, dict) or state.get("config_hash") != config:
+        log.warning("checkpoint %s belongs to another config: ignored", path)
+        return None
+    return state
+
+
+def latest(out_dirs: list[Path], configs: list[str], device: torch.device) -> list[dict] | None:
+    """The newest checkpoints of the same epoch for every run, or None (start from scratch)."""
+    found = [[s for s in (_load(Path(d) / name, c, device) for name in (CHECKPOINT, PREVIOUS)) if s]
+             for d, c in zip(out_dirs, configs)]
+    epochs = sorted({s["epoch"] for s in found[0]}, reverse=True) if found else []
+    for epoch in epochs:
+        states = [next((s for s in run if s["epoch"] == epoch), None) for run in found]
+        if all(states):
+            return states
+    return None
+
+
+def finish(out_dir: Path, model: torch.nn.Module | None) -> None:
+    """Keep the final weights (a finished run) and drop the checkpoints."""
+    if model is not None:
+        atomic_write(Path(out_dir) / FINAL_WEIGHTS, lambda f: torch.save(model.state_dict(), f))
+    for name in (CHECKPOINT, PREVIOUS):
+        (Path(out_dir) / name).unlink(missing_ok=True)
