@@ -15,6 +15,7 @@ from .configstore import register_configs, validate
 from .data import DatasetUnavailable
 from .runfolder import METRICS_FILE, is_done, library_versions, read_metrics, write_json_atomic
 from .schema import ConfigError
+from .worker import end_with_parent
 
 log = logging.getLogger("imbalance_lab")
 
@@ -76,6 +77,7 @@ def warn_if_other_threads(done: dict, cfg: DictConfig, out_dir: Path) -> None:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig) -> float | None:
+    end_with_parent()
     job = prepare(cfg)
     if isinstance(job, dict):
         return objective(job)

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from conftest import CLI_ENV, REPO, TINY, compose_run, run_in_process
@@ -91,3 +92,49 @@ def test_ctrl_c_is_one_line_and_exit_code_130(tmp_path):
     lines = [line for line in err.splitlines() if line.strip()]
     assert lines == ["interrupted; resume with the same command (finished runs are kept)"], err
     assert not (run_dir / "metrics.json").exists()  # an interrupted run never looks done
+
+
+def children(pid: int) -> set[int]:
+    """The processes whose parent is ``pid`` (Linux /proc)."""
+    out = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.add(int(stat.parent.name))
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_workers_of_a_killed_parallel_sweep_end_with_it(tmp_path):
+    """kill -9 of a hydra/launcher=parallel sweep's main process: its joblib workers, busy training, end too
+    (no worker left computing or holding memory; a resumed sweep cannot run a job twice at once)."""
+    sweep = tmp_path / "sweep"
+    proc = subprocess.Popen([sys.executable, "-m", "imbalance_lab", "-m", "hydra/launcher=parallel",
+                             "hydra.launcher.n_jobs=2", *TINY, "trainer.epochs=1000", "seed=0,1",
+                             f"hydra.sweep.dir={sweep}"], cwd=REPO, env={**os.environ, **CLI_ENV},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while len(list(sweep.glob("*/subset_indices.npz"))) < 2 and time.time() < deadline:  # both are training
+        time.sleep(0.2)
+    workers = children(proc.pid)
+    assert workers, "no worker processes found"
+    proc.kill()
+    proc.wait(timeout=30)
+    deadline = time.time() + 20
+    while any(_state(pid) == "alive" for pid in workers) and time.time() < deadline:
+        time.sleep(0.2)
+    left = [pid for pid in workers if _state(pid) == "alive"]
+    for pid in left:  # do not leave them training if this test fails
+        os.kill(pid, signal.SIGKILL)
+    assert not left
+    assert not list(sweep.glob("*/metrics.json"))  # the interrupted runs are unfinished, not "done"
+
+
+def _state(pid: int) -> str:
+    try:
+        return {"Z": "zombie"}.get(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0], "alive")
+    except OSError:
+        return "zombie"

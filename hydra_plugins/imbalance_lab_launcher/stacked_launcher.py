@@ -51,7 +51,9 @@ def train_stack(jobs: list, threads: int | None = None) -> list[dict]:
     from imbalance_lab.data import DatasetUnavailable
     from imbalance_lab.run import run_stack
     from imbalance_lab.schema import ConfigError
+    from imbalance_lab.worker import end_with_parent
 
+    end_with_parent()
     if threads:
         import torch
 
