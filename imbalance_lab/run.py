@@ -82,6 +82,37 @@ def supervised_member(cfg: Config, split: ImbalancedSplit, device: torch.device,
     return Member(model, loss_fn, generator, on_eval=evaluator)
 
 
+def solo_outcome(cfg: Config, split: ImbalancedSplit, device: torch.device, generator: torch.Generator):
+    """(outcome, status, reason) of a method that trains on its own (``SOLO_METHODS``)."""
+    try:
+        return SOLO_METHODS[cfg.method](cfg, split, device, generator), "done", None
+    except TrainingFailed as exc:
+        return Outcome(history=exc.history), "failed", str(exc)
+
+
+def train_members(jobs: list[Job], members: list[Member], records: list[RunRecord], split: ImbalancedSplit,
+                  device: torch.device) -> tuple[str, list[tuple]]:
+    """Train the stack (from its runs' checkpoints, if they have them; writing new ones as it goes); the
+    engine's name and each run's (outcome, status, reason)."""
+    hashes = [checkpoint.config_hash(job.resolved_config) for job in jobs]
+    resume = checkpoint.latest([job.out_dir for job in jobs], hashes, device)
+    if resume:
+        log.info("resuming from the checkpoints of epoch %d", resume[0]["epoch"])
+        for m, state, record in zip(members, resume, records):
+            m.on_eval.best_val, record.resumed_from = state["best_val"], state["epoch"]
+
+    def save(epoch: int, states: list[dict]) -> None:
+        for job, m, state, digest in zip(jobs, members, states, hashes):
+            checkpoint.save(job.out_dir, state | {"best_val": m.on_eval.best_val, "config_hash": digest})
+
+    cfg = jobs[0].cfg
+    x, y = torch.from_numpy(split.train_x).to(device), torch.from_numpy(split.train_y).to(device)
+    engine = fit_stack(members, x, y, trainer_cfg=cfg.trainer, optim_cfg=cfg.optim, augment=cfg.data.augment,
+                       sampler=cfg.sampler, checkpoint=save, resume=resume)
+    return engine, [(Outcome(history=m.history), "failed", m.failed) if m.failed else
+                    (m.on_eval.outcome(m.history, m.loss_fn.extra_metrics()), "done", None) for m in members]
+
+
 def run_stack(jobs: list[Job]) -> list[dict]:
     """Train the jobs together (one split, one loop; see ``train.fit_stack``) and write each one's run folder
     as if it had run alone; returns their metrics.json contents."""
@@ -102,40 +133,19 @@ def run_stack(jobs: list[Job]) -> list[dict]:
                                  job.resolved_config))
         if job.cfg.method == "supervised":
             members.append(supervised_member(job.cfg, split, device, generator))
-    hashes = [checkpoint.config_hash(job.resolved_config) for job in jobs]
     started = time.perf_counter()
     if first.method in SOLO_METHODS:
-        try:
-            outcomes = [(SOLO_METHODS[first.method](first, split, device, generator), "done", None)]
-        except TrainingFailed as exc:
-            outcomes = [(Outcome(history=exc.history), "failed", str(exc))]
-        engine = "alone"
+        engine, outcomes = "alone", [solo_outcome(first, split, device, generator)]
     else:
-        resume = checkpoint.latest([job.out_dir for job in jobs], hashes, device)
-        if resume:
-            log.info("resuming from the checkpoints of epoch %d", resume[0]["epoch"])
-            for m, state, record in zip(members, resume, records):
-                m.on_eval.best_val, record.resumed_from = state["best_val"], state["epoch"]
-
-        def save(epoch: int, states: list[dict]) -> None:
-            for job, m, state, digest in zip(jobs, members, states, hashes):
-                checkpoint.save(job.out_dir, state | {"best_val": m.on_eval.best_val, "config_hash": digest})
-
-        x, y = torch.from_numpy(split.train_x).to(device), torch.from_numpy(split.train_y).to(device)
-        engine = fit_stack(members, x, y, trainer_cfg=first.trainer, optim_cfg=first.optim,
-                           augment=first.data.augment, sampler=first.sampler, checkpoint=save, resume=resume)
-        outcomes = [(Outcome(history=m.history), "failed", m.failed) if m.failed else
-                    (m.on_eval.outcome(m.history, m.loss_fn.extra_metrics()), "done", None) for m in members]
+        engine, outcomes = train_members(jobs, members, records, split, device)
     seconds = time.perf_counter() - started
     stack = {"size": len(jobs), "engine": engine, "runs": [str(j.out_dir) for j in jobs]}
-    for (outcome, status, reason), record in zip(outcomes, records):
-        if reason:
-            log.error("run failed: %s (%s)", reason, record.out_dir)
     results = []
     for k, ((outcome, status, reason), record) in enumerate(zip(outcomes, records)):
-        model = members[k].model if members and status == "done" else None
-        checkpoint.finish(record.out_dir, model)  # final weights first: metrics.json is the last file written
-        results.append(record.finish(outcome, status, reason, train_seconds=seconds, stack=stack))
+        if reason:
+            log.error("run failed: %s (%s)", reason, record.out_dir)
+        checkpoint.finish(record.out_dir, members[k].model if members and status == "done" else None)
+        results.append(record.finish(outcome, status, reason, train_seconds=seconds, stack=stack))  # last
     return results
 
 
