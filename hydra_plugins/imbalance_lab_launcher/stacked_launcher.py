@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -118,13 +119,19 @@ class StackedLauncher(Launcher):
         jobs = [r.return_value for r in returns if r.status == JobStatus.COMPLETED
                 and isinstance(r.return_value, Job)]
         groups = stacks(jobs, self.max_stack)
-        if self.n_jobs > 1 and len(groups) > 1:
-            from joblib import Parallel, delayed
+        try:
+            if self.n_jobs > 1 and len(groups) > 1:
+                from joblib import Parallel, delayed
 
-            threads = max(1, (os.cpu_count() or 1) // self.n_jobs)
-            results = Parallel(n_jobs=self.n_jobs, backend="loky")(delayed(train_stack)(g, threads) for g in groups)
-        else:
-            results = [train_stack(g) for g in groups]
+                threads = max(1, (os.cpu_count() or 1) // self.n_jobs)
+                results = Parallel(n_jobs=self.n_jobs, backend="loky")(delayed(train_stack)(g, threads)
+                                                                        for g in groups)
+            else:
+                results = [train_stack(g) for g in groups]
+        except KeyboardInterrupt:
+            print(f"interrupted; resume with hydra.sweep.dir={self.config.hydra.sweep.dir} (finished runs are "
+                  "kept, the others continue from their checkpoints)", file=sys.stderr)
+            raise SystemExit(130) from None
         metrics = {id(job): m for group, result in zip(groups, results) for job, m in zip(group, result)}
         for r in returns:
             if r.status == JobStatus.COMPLETED:
