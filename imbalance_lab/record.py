@@ -26,13 +26,21 @@ def device_info(device: torch.device) -> dict:
     return {"type": "cpu", "name": "cpu", "threads": torch.get_num_threads()}
 
 
+def with_threads(resolved_config: dict, device: torch.device) -> dict:
+    """The config as recorded: on CPU ``trainer.threads`` is the count used (numbers depend on it)."""
+    trainer = resolved_config.get("trainer")
+    if device.type != "cpu" or not isinstance(trainer, dict) or trainer.get("threads") is not None:
+        return resolved_config
+    return resolved_config | {"trainer": trainer | {"threads": torch.get_num_threads()}}
+
+
 class RunRecord:
     """The run folder of one run: what it is (method, imbalance ratio, dataset, config) and what it gave."""
 
     def __init__(self, out_dir: Path, cfg, method: str, split: ImbalancedSplit, device: torch.device,
                  resolved_config: dict):
         self.out_dir, self.cfg, self.method, self.split = Path(out_dir), cfg, method, split
-        self.device, self.resolved_config = device, resolved_config
+        self.device, self.resolved_config = device, with_threads(resolved_config, device)
         self.started = time.time()
         self.resumed_from: int | None = None  # the epoch of the checkpoint this run continued from
         self.out_dir.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import TINY, compose_run, read_json, run_cli, run_in_process
+from conftest import IN_PROCESS_THREADS, TINY, compose_run, read_json, run_cli, run_in_process
 from sklearn.metrics import f1_score
 
 from imbalance_lab.schema import ConfigError
@@ -129,4 +129,6 @@ def test_a_run_records_the_loss_option_it_was_given(tmp_path):
     metrics = run_in_process(tmp_path, *TINY, "loss=affinity_m5")
     assert metrics["status"] == "done" and metrics["config"]["loss"]["name"] == "affinity"
     assert (metrics["method"], metrics["imbalance"], metrics["data"]["name"]) == ("affinity_m5", 4.0, "synthetic")
+    # the thread count used is part of the recorded config (on CPU the numbers depend on it)
+    assert metrics["config"]["trainer"]["threads"] == metrics["device"]["threads"] == IN_PROCESS_THREADS
     assert read_json(tmp_path / "metrics.json") == json.loads(json.dumps(metrics))
