@@ -110,10 +110,14 @@ def test_cb_focal_stable_on_large_logits():
 
 @pytest.mark.parametrize("base", ["sigmoid", "focal"])
 def test_cb_sigmoid_head_bias_prior_and_no_weight_decay(base):
+    # Cui et al.'s code: π = 1/C, bias −log(C − 1): every class starts at σ(z) = 1/C
     head = build_loss(CBLossConfig(base=base), COUNTS).make_head(8, 3)
     assert isinstance(head, torch.nn.Linear)
-    torch.testing.assert_close(head.bias.detach(), torch.full((3,), -math.log(9.0)))
-    assert torch.sigmoid(head.bias).detach().tolist() == pytest.approx([0.1] * 3, rel=1e-6)
+    torch.testing.assert_close(head.bias.detach(), torch.full((3,), -math.log(2.0)))
+    assert torch.sigmoid(head.bias).detach().tolist() == pytest.approx([1 / 3] * 3, rel=1e-6)
+    for classes, bias in ((10, -math.log(9.0)), (100, -math.log(99.0)), (2, 0.0)):
+        wide = build_loss(CBLossConfig(base=base), [5] * classes).make_head(8, classes)
+        torch.testing.assert_close(wide.bias.detach(), torch.full((classes,), bias), atol=1e-6, rtol=1e-6)
     assert getattr(head.bias, "no_weight_decay", False) is True
     assert not getattr(head.weight, "no_weight_decay", False)
 

@@ -10,8 +10,10 @@ The batch loss is the mean of L_i over the batch (a sum over classes, a mean ove
 w_c = 1 exactly, i.e. the unweighted base loss. The focal modulator is computed in log space as in Cui's
 code: (1 − p_t)^γ = exp(−γ·t·z − γ·log(1 + e^{−z})) with t = 1[c = y] (log(1 + e^{−z}) = softplus(−z)).
 
-For the sigmoid and focal bases the head is a linear layer whose bias starts at −log((1 − π)/π), π = 0.1,
-so every class starts at σ(z) ≈ π (Lin et al. 2017), and that bias gets no weight decay. Predictions use
+For the sigmoid and focal bases the head is a linear layer whose bias starts at −log((1 − π)/π) with
+π = 1/C, i.e. −log(C − 1), so every class starts at σ(z) ≈ 1/C — as Cui et al.'s code initialises it (the
+prior-bias idea is Lin et al. 2017's, whose π = 0.01 is for dense detection) — and that bias gets no weight
+decay. For C = 10 this is −log 9, for C = 100 −log 99, for two classes 0. Predictions use
 the logits (argmax σ(z) = argmax z); the run's probabilities are then softmax(z) — one-vs-rest sigmoids
 do not sum to one, so softmax(z) is the calibration-metric stand-in.
 """
@@ -27,11 +29,10 @@ from ..schema import LossConfig, check, one_of
 from .base import ImbalanceLoss, register
 from .weights import effective_number_weights
 
-PRIOR_PI = 0.1
 
-
-def prior_bias_linear(in_features: int, num_classes: int, pi: float = PRIOR_PI) -> nn.Linear:
-    """nn.Linear with bias −log((1 − π)/π) on every class, flagged ``no_weight_decay``."""
+def prior_bias_linear(in_features: int, num_classes: int, pi: float | None = None) -> nn.Linear:
+    """nn.Linear with bias −log((1 − π)/π) on every class (π = 1/C unless given), flagged ``no_weight_decay``."""
+    pi = 1.0 / num_classes if pi is None else pi
     head = nn.Linear(in_features, num_classes)
     nn.init.constant_(head.bias, -math.log((1 - pi) / pi))
     head.bias.no_weight_decay = True
