@@ -134,6 +134,9 @@ class ModelConfig:
 
 
 # ----------------------------------------------------------------------------- losses
+DRW_REDUCTIONS = ("weighted_mean", "mean")
+
+
 @dataclass
 class LossConfig:
     """The base of every loss's config class (each loss module defines its own and registers it with the
@@ -142,11 +145,15 @@ class LossConfig:
     name: str = MISSING
     drw_epoch: int | None = None  # 1-based epoch from which class-balanced weights apply; None = never
     drw_beta: float = 0.9999  # β of the DRW weights w_c ∝ (1 − β) / (1 − β^{n_c})
+    # how the DRW-weighted batch loss is reduced: weighted_mean = Σ w_y l / Σ w_y (Cao et al.'s code,
+    # F.cross_entropy(weight=w)); mean = mean of w_y l (the gradient then shrinks with the batch's weights)
+    drw_reduction: str = "weighted_mean"
 
     def __post_init__(self):
         check(self.drw_epoch is None or self.drw_epoch >= 1, "loss.drw_epoch", self.drw_epoch,
               "null or an integer >= 1 (1-based epoch)")
         check(0 <= self.drw_beta < 1, "loss.drw_beta", self.drw_beta, "a number in [0, 1)")
+        one_of("loss.drw_reduction", self.drw_reduction, DRW_REDUCTIONS)
 
 
 # ----------------------------------------------------------------------------- optimiser

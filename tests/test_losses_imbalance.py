@@ -160,7 +160,7 @@ def test_logit_adjusted_posthoc_trains_ce_and_shifts_scores():
 
 # ----------------------------------------------------------------------------- DRW
 def test_drw_ce_switches_to_class_balanced_weights_at_drw_epoch():
-    loss_fn = build_loss(CELossConfig(drw_epoch=3, drw_beta=0.999), COUNTS)
+    loss_fn = build_loss(CELossConfig(drw_epoch=3, drw_beta=0.999, drw_reduction="mean"), COUNTS)
     plain = F.cross_entropy(LOGITS, TARGETS)
     for epoch in (0, 1):  # 1-based epochs 1, 2
         loss_fn.start_epoch(epoch)
@@ -170,6 +170,20 @@ def test_drw_ce_switches_to_class_balanced_weights_at_drw_epoch():
     for epoch in (2, 5):  # 1-based epochs 3, 6
         loss_fn.start_epoch(epoch)
         assert loss_fn(LOGITS, TARGETS).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_drw_by_default_reduces_as_cao_et_al_do():
+    """Σ w l / Σ w: F.cross_entropy(weight=w), as Cao et al.'s LDAM-DRW code; for LDAM on its margin logits."""
+    w = torch.tensor(cb_weights_by_hand(COUNTS, 0.9999))
+    ce = build_loss(CELossConfig(drw_epoch=1), COUNTS)
+    ce.start_epoch(0)
+    torch.testing.assert_close(ce(LOGITS, TARGETS), F.cross_entropy(LOGITS, TARGETS, weight=w), rtol=1e-6, atol=1e-7)
+    ldam = build_loss(LDAMLossConfig(drw_epoch=1), COUNTS)
+    ldam.start_epoch(0)
+    cos = torch.tensor([[0.2, 0.1, -0.3], [0.5, 0.4, 0.45], [-0.1, 0.9, 0.0], [0.0, 0.3, 0.2]])
+    margins = torch.tensor([0.5 * n ** -0.25 for n in COUNTS])
+    z = 30.0 * (cos - margins[TARGETS, None] * F.one_hot(TARGETS, 3))
+    torch.testing.assert_close(ldam(cos, TARGETS), F.cross_entropy(z, TARGETS, weight=w), rtol=1e-5, atol=1e-6)
 
 
 def test_drw_never_by_default():
@@ -187,7 +201,7 @@ def test_drw_ldam():
     cos = torch.tensor([[0.2, 0.1, -0.3], [0.5, 0.4, 0.45], [-0.1, 0.9, 0.0], [0.0, 0.3, 0.2]])
     margins = [0.5 * n ** -0.25 for n in COUNTS]  # max margin 0.5 at n = 1
     per_sample = [ldam_by_hand(c, y, margins, 30.0) for c, y in zip(cos.tolist(), TARGETS.tolist())]
-    loss_fn = build_loss(LDAMLossConfig(drw_epoch=2), COUNTS)
+    loss_fn = build_loss(LDAMLossConfig(drw_epoch=2, drw_reduction="mean"), COUNTS)
     loss_fn.start_epoch(0)
     assert loss_fn(cos, TARGETS).item() == pytest.approx(sum(per_sample) / 4, rel=1e-5)
     loss_fn.start_epoch(1)
@@ -386,6 +400,7 @@ def test_schema_range_errors_name_the_key(make, key, value):
 
 def test_defaults():
     assert LossConfig.drw_epoch is None and LossConfig.drw_beta == 0.9999
+    assert LossConfig.drw_reduction == "weighted_mean"
     cb, aff = CBLossConfig(), AffinityLossConfig()
     assert (cb.beta, cb.base, cb.gamma) == (0.9999, "softmax", 1.0)
     assert (aff.m, aff.sigma, aff.lam, aff.reg_weight) == (1, 10.0, 0.75, 1.0)

@@ -13,11 +13,12 @@ implements deferred re-weighting (DRW; Cao et al., "Learning Imbalanced Datasets
 Aware Margin Loss", NeurIPS 2019) for all of them:
 
     before epoch ``drw_epoch`` (1-based):  L = mean_i l_i
-    from epoch ``drw_epoch`` on:           L = mean_i w_{y_i} l_i,  w_c = (1 − β) / (1 − β^{n_c}), Σ_c w_c = C
+    from epoch ``drw_epoch`` on:           L = Σ_i w_{y_i} l_i / Σ_i w_{y_i},  w_c = (1 − β) / (1 − β^{n_c})
 
-with β = ``drw_beta`` (Cui et al. 2019 effective-number weights). The weighted batch loss is the plain
-mean over the batch (like ``weighted_ce`` and ``cb``), not Σ w l / Σ w as ``F.cross_entropy(weight=...)``
-in Cao's code computes it.
+with β = ``drw_beta`` (Cui et al. 2019 effective-number weights). That weighted mean is what Cao et al.'s
+code computes (``F.cross_entropy(weight=per_cls_weights)``, github.com/kaidic/LDAM-DRW).
+``drw_reduction: mean`` takes mean_i w_{y_i} l_i instead (with Σ_c w_c = C, like ``weighted_ce`` and ``cb``
+reduce their own weights): on CIFAR-10-LT r=100 its DRW-phase gradient is about 0.17x Cao's, another recipe.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class ImbalanceLoss(nn.Module):
         self.cfg = cfg
         self.register_buffer("class_counts", class_counts.float())
         self.drw_epoch = getattr(cfg, "drw_epoch", None)
+        self.drw_reduction = getattr(cfg, "drw_reduction", "weighted_mean")
         self.drw_active = False
         beta = getattr(cfg, "drw_beta", 0.9999)
         self.register_buffer("drw_weights", effective_number_weights(class_counts, beta))
@@ -75,9 +77,10 @@ class ImbalanceLoss(nn.Module):
 
     def reduce(self, per_sample: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Batch loss from per-sample losses: the mean, weighted by the DRW class weights once DRW is on."""
-        if self.drw_active:
-            return (self.drw_weights[targets] * per_sample).mean()
-        return per_sample.mean()
+        if not self.drw_active:
+            return per_sample.mean()
+        w = self.drw_weights[targets]
+        return (w * per_sample).sum() / w.sum() if self.drw_reduction == "weighted_mean" else (w * per_sample).mean()
 
     def extra_metrics(self) -> dict:
         """Loss state worth keeping in the run's metrics file (e.g. a running class-prior estimate)."""
