@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from imbalance_lab.losses import build_loss
-from imbalance_lab.losses.affinity import AffinityLossConfig
+from imbalance_lab.losses.affinity import AffinityHead, AffinityLossConfig
 from imbalance_lab.losses.cb import CBLossConfig
 from imbalance_lab.losses.ce import CELossConfig
 from imbalance_lab.losses.debiased import DebiasedLossConfig
@@ -285,6 +285,17 @@ def test_affinity_margin_term_regulariser_and_total():
     reg = float(np.var(pairs))
     assert head.centre_spread().item() == pytest.approx(reg, rel=1e-5)
     assert loss_fn(d, y).item() == pytest.approx(margin + 0.3 * reg, rel=1e-5)
+
+
+def test_affinity_centres_start_as_the_keras_reimplementation_draws_them():
+    """he_normal over a (C, m, D) weight: fan-in C·m, a normal truncated at 2 sd with std √(2/(C·m))."""
+    torch.manual_seed(0)
+    centres = AffinityHead(128, 10, m=1).centres.detach()
+    assert centres.std().item() == pytest.approx(math.sqrt(2 / 10), rel=0.05)
+    bound = 2 * math.sqrt(2 / 10) / 0.87962566103423978
+    assert centres.abs().max().item() <= bound
+    features = AffinityHead(128, 10, m=1, init="features").centres.detach()
+    assert features.std().item() == pytest.approx(math.sqrt(2 / 128), rel=0.05)
 
 
 def test_affinity_gradients_reach_the_centres():

@@ -12,6 +12,11 @@ Prediction is argmax_j d_j. ``scores`` returns log d_j (= −min_t ‖f − w_{j
 probabilities softmax(scores) are d_j / Σ_k d_k — the affinities normalised to sum to one (a soft nearest-
 centre rule) — and the argmax is that of d. d is floored at the smallest normal float before the log.
 
+Short runs: with σ = 10 on 128-D BatchNorm'd features every affinity starts near e^{-13}, so the margin term
+trains slowly (MNIST macro F1 ≈ 0.48 after 3 epochs, 0.92 after 15, where CE has 0.95 after 3); the Keras
+reimplementation plateaus the same way. The published numbers come from the 100-epoch recipe
+(``experiment=affinity_mnist`` / ``affinity_cifar10``), which is what must be run to compare.
+
 The loss keeps a reference to the head it built (the same module as ``model.head``) to compute R; the
 trainer counts the shared centres once.
 """
@@ -22,7 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..schema import LossConfig, check
+from ..schema import LossConfig, check, one_of
 from .base import ImbalanceLoss, register
 
 
@@ -32,14 +37,20 @@ class AffinityHead(nn.Module):
 
         d_j(f) = max_{t=1..m} exp(−‖f − w_{j,t}‖² / σ),   output shape (N, C), values in (0, 1]
 
-    ``centres`` has shape (C·m, D); rows j·m … j·m+m−1 belong to class j. Initialised He-normal
-    (std √(2/D)), like the public reimplementations of the affinity layer.
+    ``centres`` has shape (C·m, D); rows j·m … j·m+m−1 belong to class j. ``init="keras"`` (default)
+    draws them as the Keras reimplementation (github.com/koshian2/affinity-loss) does: its weight of shape
+    (C, m, D) with ``he_normal``, whose fan-in is then C·m — a normal truncated at two standard deviations,
+    scaled so the values' std is √(2/(C·m)) (≈ 0.45 for C = 10, m = 1). ``init="features"`` uses fan-in D
+    instead (std √(2/D), 0.125 for D = 128: centres near the origin, far from 128-D BatchNorm'd features).
     """
 
-    def __init__(self, in_features: int, num_classes: int, m: int = 1, sigma: float = 10.0):
+    def __init__(self, in_features: int, num_classes: int, m: int = 1, sigma: float = 10.0, init: str = "keras"):
         super().__init__()
         self.num_classes, self.m, self.sigma = num_classes, m, float(sigma)
-        self.centres = nn.Parameter(torch.randn(num_classes * m, in_features) * math.sqrt(2.0 / in_features))
+        self.centres = nn.Parameter(torch.empty(num_classes * m, in_features))
+        fan_in = num_classes * m if init == "keras" else in_features
+        std = math.sqrt(2.0 / fan_in) / 0.87962566103423978  # Keras' correction for the truncation
+        nn.init.trunc_normal_(self.centres, std=std, a=-2 * std, b=2 * std)
 
     def squared_distances(self, f: torch.Tensor) -> torch.Tensor:
         """‖f_i − w_k‖² for every sample i and centre k: shape (N, C·m)."""
@@ -72,6 +83,7 @@ class AffinityLossConfig(LossConfig):
     sigma: float = 10.0  # Gaussian spread: d = exp(−‖f − w‖² / σ)
     lam: float = 0.75  # margin λ
     reg_weight: float = 1.0  # weight of the centre-spread regulariser R
+    centre_init: str = "keras"  # keras: He-normal over fan-in C·m as the Keras reimplementation; features: over D
 
     def __post_init__(self):
         super().__post_init__()
@@ -79,6 +91,7 @@ class AffinityLossConfig(LossConfig):
         check(self.sigma > 0, "loss.sigma", self.sigma, "a number > 0")
         check(self.lam >= 0, "loss.lam", self.lam, "a number >= 0")
         check(self.reg_weight >= 0, "loss.reg_weight", self.reg_weight, "a number >= 0")
+        one_of("loss.centre_init", self.centre_init, ("keras", "features"))
 
 
 @register(AffinityLossConfig)
@@ -90,7 +103,7 @@ class AffinityLoss(ImbalanceLoss):
         self.head: AffinityHead | None = None
 
     def make_head(self, in_features, num_classes):
-        self.head = AffinityHead(in_features, num_classes, m=self.m, sigma=self.sigma)
+        self.head = AffinityHead(in_features, num_classes, m=self.m, sigma=self.sigma, init=self.cfg.centre_init)
         return self.head
 
     def margin_terms(self, d: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -10,6 +10,10 @@ q̂ is updated only when the loss is called with gradients enabled (training), n
 ``torch.no_grad``. Predictions use the plain logits z by default: the paper's debiased prediction
 z − λ log q̂ is for pseudo-labels; ``debias_scores: true`` uses it for test predictions too.
 
+λ defaults to 0.5: the official DebiasPL code (github.com/frank-xwang/debiased-pseudo-labeling) defaults to
+1.0 and its released training scripts pass 0.4; 0.5 sits in that range and was not tuned here. Set
+``loss.lam=0.4`` or ``1.0`` to match the source.
+
 ``extra_metrics`` reports ``q_hat_history`` (q̂ at the start of every epoch: entry 0 is the uniform
 initial value, entry k the value after k epochs) and ``q_hat_final`` (after the last step).
 """
