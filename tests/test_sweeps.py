@@ -368,3 +368,21 @@ def test_a_folder_holding_two_sweeps_is_not_merged(tmp_path, capsys):
     assert len(result["runs"]) == 2 and list(result["aggregate"]["n"]) == [2]
     text = (one / report.SUMMARY_MD).read_text()
     assert "## Folders that are not runs (1)" in text and "- `notes`" in text
+
+
+def test_published_reference_numbers_are_the_papers():
+    """A few cells of the transcribed tables, checked against the papers' tables."""
+    from imbalance_lab.reference import published
+
+    def cell(table, r, method):
+        (row,) = [x for x in published(table) if x["imbalance_ratio"] == r and x["method"] == method]
+        return row
+
+    assert cell("affinity_cifar10", 100, "affinity_cifar")["value"] == 57.78
+    assert cell("affinity_cifar10", 2, "ce")["protocol"].startswith("max over epochs on the test set")
+    assert cell("affinity_mnist", 100, "affinity_m5")["value"] == 98.85  # n = 10 minority test images
+    assert cell("cb_cifar10_lt", 100, "class_balanced_best")["value"] == 25.43
+    assert cell("cb_cifar100_lt", 1, "softmax")["value"] == 29.07
+    assert cell("ldam_drw_cifar10_lt", 10, "ldam_drw")["value"] == 11.84
+    assert cell("logit_adjusted_cifar100_lt", 100, "logit_adjusted")["metric"] == "balanced_error_pct"
+    assert len(published("affinity_cifar10")) == 18 and len(published("cb_cifar10_lt")) == 24

@@ -1,0 +1,22 @@
+"""Published numbers to compare with, as data (``published.csv``): one row per table cell — table (the
+experiment preset that reproduces it), dataset, imbalance ratio, method (our loss option, or the paper's
+row name where no single option matches, e.g. ``class_balanced_best``), metric (``macro_f1_pct``,
+``top1_error_pct``, ``balanced_error_pct``), value, the protocol the source used (e.g. the maximum over epochs
+on the test set — not ours, which is last-epoch) and the source. Cui et al.'s best class-balanced setting per
+ratio on CIFAR-10: r=200 softmax β=0.9999; 100 focal β=0.9999 γ=1; 50 focal β=0.9999 γ=2; 20 softmax
+β=0.9999; 10 sigmoid β=0.9999."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+PUBLISHED = Path(__file__).with_name("published.csv")
+
+
+def published(table: str | None = None) -> list[dict]:
+    """The published cells (of one table, if named), values as floats and ratios as numbers."""
+    with open(PUBLISHED, newline="") as f:
+        rows = [dict(r, imbalance_ratio=float(r["imbalance_ratio"]), value=float(r["value"]))
+                for r in csv.DictReader(f)]
+    return [r for r in rows if table is None or r["table"] == table]
