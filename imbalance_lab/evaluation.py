@@ -32,19 +32,24 @@ class Outcome:
     centres_per_class: int = 1
 
 
+def eval_sets(split: ImbalancedSplit, device: torch.device) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """The test (and validation) images and labels on the device, once per split: the runs of a stack share
+    them."""
+    arrays = {"test": (split.test_x, split.test_y)}
+    if len(split.val_y):
+        arrays["val"] = (split.val_x, split.val_y)
+    return {k: (torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)) for k, (x, y) in arrays.items()}
+
+
 class Evaluator:
     """Called by the training loop after an evaluation epoch: evaluates ``model`` on the device-resident test
-    (and validation) split, keeps the latest predictions and metrics, and returns the epoch's record."""
+    (and validation) split (``eval_sets``), keeps the latest predictions and metrics, and returns the epoch's
+    record."""
 
-    def __init__(self, split: ImbalancedSplit, model, loss_fn, device: torch.device, precision: Precision,
+    def __init__(self, split: ImbalancedSplit, sets: dict, model, loss_fn, precision: Precision,
                  with_features: bool = False):
-        self.split, self.model, self.loss_fn, self.precision = split, model, loss_fn, precision
+        self.split, self.sets, self.model, self.loss_fn, self.precision = split, sets, model, loss_fn, precision
         self.with_features = with_features
-        self.sets = {"test": (split.test_x, split.test_y)}
-        if len(split.val_y):
-            self.sets["val"] = (split.val_x, split.val_y)
-        self.sets = {k: (torch.from_numpy(x).to(device), torch.from_numpy(y).to(device))
-                     for k, (x, y) in self.sets.items()}
         self.last: dict[str, tuple[dict, dict]] = {}
         self.best_val: dict = {}
 

@@ -16,7 +16,7 @@ import torch
 from . import checkpoint
 from .baselines import majority_only_outcome
 from .data import ImbalancedSplit, build_split
-from .evaluation import Evaluator, Outcome
+from .evaluation import Evaluator, Outcome, eval_sets
 from .losses import build_loss
 from .models import build_model
 from .record import RunRecord
@@ -70,15 +70,15 @@ def stack_key(cfg: Config) -> str | None:
     return repr(sorted(fields.items()))
 
 
-def supervised_member(cfg: Config, split: ImbalancedSplit, device: torch.device,
+def supervised_member(cfg: Config, split: ImbalancedSplit, sets: dict, device: torch.device,
                       generator: torch.Generator) -> Member:
-    """Model + loss from the config (initialised from the global seed), with its evaluator."""
+    """Model + loss from the config (initialised from the global seed), with its evaluator on ``sets``."""
     loss_fn = build_loss(cfg.loss, split.class_counts["train"]).to(device)
     model = build_model(cfg.model.name, split.in_channels, split.num_classes, split.mean, split.std,
                         cfg.model.embedding_dim, make_head=loss_fn.make_head).to(device)
     precision = Precision.of(cfg.trainer, device)
     model = precision.prepare(model)
-    evaluator = Evaluator(split, model, loss_fn, device, precision, with_features=cfg.model.embedding_dim == 2)
+    evaluator = Evaluator(split, sets, model, loss_fn, precision, with_features=cfg.model.embedding_dim == 2)
     return Member(model, loss_fn, generator, on_eval=evaluator)
 
 
@@ -127,12 +127,13 @@ def run_stack(jobs: list[Job]) -> list[dict]:
     if split.note:
         log.warning("dataset note: %s", split.note)
     records, members = [], []
+    sets = eval_sets(split, device) if first.method == "supervised" else {}
     for job in jobs:
         generator = seed_everything(job.cfg.seed, device)
         records.append(RunRecord(job.out_dir, job.cfg, method_name(job.cfg, job.loss_option), split, device,
                                  job.resolved_config))
         if job.cfg.method == "supervised":
-            members.append(supervised_member(job.cfg, split, device, generator))
+            members.append(supervised_member(job.cfg, split, sets, device, generator))
     started = time.perf_counter()
     if first.method in SOLO_METHODS:
         engine, outcomes = "alone", [solo_outcome(first, split, device, generator)]

@@ -17,7 +17,7 @@ from imbalance_lab.losses.ldam import LDAMLossConfig
 from imbalance_lab.losses.logit_adjusted import LogitAdjustedLossConfig
 from imbalance_lab.models import build_model
 from imbalance_lab.schema import ConfigError, LossConfig
-from imbalance_lab.train.trainer import param_groups
+from imbalance_lab.train.stack import param_groups
 
 COUNTS = [100, 10, 1]
 LOGITS = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 0.3], [-3.0, 4.0, 1.0], [10.0, -10.0, 0.0]])

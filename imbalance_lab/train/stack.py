@@ -54,40 +54,38 @@ class LoopEngine:
     name = "loop"
 
     def __init__(self, members, trainer_cfg, optim_cfg, steps: int, epochs: int, precision: Precision):
-        self.precision = precision
-        for m in members:
-            m.optimizer = build_optimizer(param_groups(m.model, m.loss_fn, optim_cfg.weight_decay), optim_cfg)
-            m.scheduler = build_scheduler(m.optimizer, steps, epochs, optim_cfg)
-            m.forward = torch.compile(m.model) if trainer_cfg.compile else m.model
-        self.members = members
+        self.members, self.precision = members, precision
+        self.optimizers = [build_optimizer(param_groups(m.model, m.loss_fn, optim_cfg.weight_decay), optim_cfg)
+                           for m in members]
+        self.schedulers = [build_scheduler(o, steps, epochs, optim_cfg) for o in self.optimizers]
+        self.forwards = [torch.compile(m.model) if trainer_cfg.compile else m.model for m in members]
 
     def lr(self) -> float:
-        return self.members[0].optimizer.param_groups[0]["lr"]
+        return self.optimizers[0].param_groups[0]["lr"]
 
     def step(self, batches, active) -> list[torch.Tensor | None]:
         losses = []
-        for m, (xb, yb), on in zip(self.members, batches, active):
+        for k, ((xb, yb), on) in enumerate(zip(batches, active)):
             if not on:
                 losses.append(None)
                 continue
             with self.precision.autocast():
-                logits = m.forward(self.precision.inputs(xb))
-            loss = m.loss_fn(logits, yb)
-            m.optimizer.zero_grad(set_to_none=True)
+                logits = self.forwards[k](self.precision.inputs(xb))
+            loss = self.members[k].loss_fn(logits, yb)
+            self.optimizers[k].zero_grad(set_to_none=True)
             loss.backward()
-            m.optimizer.step()
-            m.scheduler.step()
+            self.optimizers[k].step()
+            self.schedulers[k].step()
             losses.append(loss.detach())
         return losses
 
     def optim_state(self, k: int) -> dict:
-        m = self.members[k]
-        return {"optimizer": m.optimizer.state_dict(), "scheduler": m.scheduler.state_dict()}
+        return {"optimizer": self.optimizers[k].state_dict(), "scheduler": self.schedulers[k].state_dict()}
 
     def load_optim_states(self, states: list[dict]) -> None:
-        for m, state in zip(self.members, states):
-            m.optimizer.load_state_dict(state["optimizer"])
-            m.scheduler.load_state_dict(state["scheduler"])
+        for optimizer, scheduler, state in zip(self.optimizers, self.schedulers, states):
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
 
     def to_members(self) -> None:
         """The members' modules hold the current weights (they always do here)."""
@@ -112,7 +110,7 @@ class VmapEngine:
 
         self.forward = torch.vmap(one, in_dims=(0, 0, 0))
         flags = dict(models[0].named_parameters())
-        named = [(n, p) for n, p in self.params.items()]
+        named = list(self.params.items())
         for n, p in named:
             if getattr(flags[n], "no_weight_decay", False):
                 p.no_weight_decay = True

@@ -17,7 +17,7 @@ from ..schema import check
 from .augment import random_crop_flip
 from .precision import Precision
 from .samplers import epoch_indices, epoch_size
-from .stack import make_engine, param_groups  # noqa: F401  (param_groups: part of this module's API)
+from .stack import make_engine
 
 
 class TrainingFailed(RuntimeError):
@@ -88,6 +88,7 @@ class Member:
     on_eval: Callable[[int], dict] | None = None
     history: list[dict] = field(default_factory=list)
     failed: str | None = None
+    calibration: list[torch.Tensor] = field(default_factory=list)  # training batches for precise BN
 
 
 def fit(model, loss_fn, x: torch.Tensor, y: torch.Tensor, *, trainer_cfg, optim_cfg, augment: bool,
@@ -155,13 +156,13 @@ def fit_stack(members: list[Member], x: torch.Tensor, y: torch.Tensor, *, traine
         for m in members:
             m.loss_fn.start_epoch(epoch)
             m.model.train()
-            m.order = epoch_indices(sampler, y, class_counts, m.generator)
+        orders = [epoch_indices(sampler, y, class_counts, m.generator) for m in members]
         loss_sums = [torch.zeros((), device=device) for _ in members]
         t0 = time.perf_counter()
         for i in range(steps):
             batches = []
-            for m in members:
-                idx = m.order[i * batch_size:(i + 1) * batch_size]
+            for m, order in zip(members, orders):
+                idx = order[i * batch_size:(i + 1) * batch_size]
                 xb, yb = x[idx], y[idx]
                 if augment:
                     xb = random_crop_flip(xb, generator=m.generator)
