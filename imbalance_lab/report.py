@@ -9,6 +9,10 @@ Reads every run folder under a sweep folder (finished or interrupted) and writes
 - ``summary_macro_f1.png`` — test macro F1 vs imbalance ratio, one line per method, mean ± sd over seeds;
 - ``summary_minority.png`` — minority-class F1 (and few-shot accuracy where a run has few-shot classes).
 
+With ``--compare <table>``, ours next to a published table as well (``imbalance_lab.compare``). The runs and
+aggregate CSVs also hold each run's test metrics at the best validation epoch (``bestval_test_*``) and the
+best over its evaluated epochs on the test set (``maxtest_test_*``), which only that comparison uses.
+
 Only finished ``metrics.json`` files are read (a run writes its file atomically at the end); a folder without
 one is listed as ``unfinished``, an unreadable one as ``corrupt``. Nothing here crashes on a bad run folder.
 """
@@ -48,6 +52,13 @@ METRIC_COLUMNS = [f"test_{m}" for m in HEADLINE] + ["test_tail_f1", "val_macro_f
 LABELS = {f"test_{m}": label for m, label in HEADLINE.items()} | {"test_tail_f1": "smallest-class F1",
                                                                    "val_macro_f1": "val macro F1"}
 MARKDOWN_METRICS = tuple(m for m in METRIC_COLUMNS if m != "test_accuracy")
+# The same test metrics under the other protocols a comparison with published numbers needs
+# (imbalance_lab.compare): at the epoch of the best validation macro F1 (runs with a validation split), and
+# the best value over the evaluated epochs on the test set — the protocol some sources report, never ours.
+PROTOCOL_METRICS = ("macro_f1", "accuracy", "balanced_accuracy")
+PROTOCOL_COLUMNS = ([f"bestval_test_{m}" for m in PROTOCOL_METRICS]
+                    + [f"maxtest_test_{m}" for m in PROTOCOL_METRICS])
+AGGREGATED = METRIC_COLUMNS + PROTOCOL_COLUMNS
 
 
 # ----------------------------------------------------------------------------- reading run folders
@@ -147,7 +158,14 @@ def read_run(run_dir: Path, sweep_dir: Path) -> dict:
             row[f"test_{name}"] = _number(test.get(name))
         row["test_tail_f1"] = tail_f1(test)
         row["val_macro_f1"] = _number(val.get("macro_f1"))
-        history = metrics.get("history") or []
+        history = [h for h in metrics.get("history") or [] if isinstance(h, dict)]
+        best_val = metrics.get("best_on_validation") if isinstance(metrics.get("best_on_validation"), dict) else {}
+        best_val_test = best_val.get("test") if isinstance(best_val.get("test"), dict) else {}
+        for name in PROTOCOL_METRICS:
+            row[f"bestval_test_{name}"] = _number(best_val_test.get(name))
+            evaluated = [h[f"test_{name}"] for h in history if isinstance(h.get(f"test_{name}"), int | float)]
+            row[f"maxtest_test_{name}"] = max(evaluated) if evaluated else None
+        row["test_evaluations"] = sum(1 for h in history if "test_macro_f1" in h)
         row["epochs"] = _number(metrics.get("epochs", len(history) or None))
         row["wall_seconds"] = _number(metrics.get("wall_seconds"))
         data = metrics.get("data") if isinstance(metrics.get("data"), dict) else {}
@@ -207,7 +225,8 @@ def collect_runs(sweep_dir: Path) -> pd.DataFrame:
     varying = [k for k in override_keys if k not in AXIS_KEYS and not k.startswith("hydra")
                and len({str(r["overrides"].get(k)) for r in rows}) > 1]
     fixed = ["run", "status", "reason", "method", "loss", "imbalance_ratio", "seed"]
-    tail = ["dataset"] + METRIC_COLUMNS + ["epochs", "wall_seconds", "finished_at", "dataset_note", "headline"]
+    tail = (["dataset"] + AGGREGATED
+            + ["test_evaluations", "epochs", "wall_seconds", "finished_at", "dataset_note", "headline"])
     # Override columns keep their key (data.imbalance, optim.lr, ...); one that clashes with a column
     # above (loss, seed) is kept as "override:<key>".
     override_columns = {k: (f"override:{k}" if k in fixed or k in tail else k) for k in override_keys}
@@ -222,7 +241,7 @@ def collect_runs(sweep_dir: Path) -> pd.DataFrame:
         records.append(row)
     columns = fixed + list(override_columns.values()) + tail
     frame = pd.DataFrame.from_records(records, columns=columns)
-    for column in METRIC_COLUMNS + ["imbalance_ratio", "wall_seconds"]:
+    for column in AGGREGATED + ["imbalance_ratio", "wall_seconds"]:
         frame[column] = pd.to_numeric(frame[column], errors="coerce")
     return frame
 
@@ -238,7 +257,7 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
     counts = groups["status"].agg(n=lambda s: int((s == "done").sum()),
                                   n_not_done=lambda s: int((s != "done").sum()))
     done = runs[runs["status"] == "done"]
-    metrics = [m for m in METRIC_COLUMNS if done[m].notna().any()]
+    metrics = [m for m in AGGREGATED if done[m].notna().any()]
     if metrics:
         stats = done.groupby(keys, sort=True)[metrics].agg(["median", "mean", "std"])
         stats.columns = [f"{m}_{'sd' if s == 'std' else s}" for m, s in stats.columns]
@@ -427,13 +446,24 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m imbalance_lab.report", description=__doc__.split("\n")[0])
     parser.add_argument("sweep_dir", type=Path, help="a sweep folder (outputs/sweeps/<date>/<time>) or run folder")
     parser.add_argument("--out", type=Path, default=None, help="where to write the summary (default: sweep_dir)")
+    parser.add_argument("--compare", metavar="TABLE", default=None,
+                        help="also put ours next to a published table (imbalance_lab/reference/published.csv), "
+                             "e.g. affinity_mnist; writes compare_<TABLE>.{csv,md,png}")
     args = parser.parse_args(argv)
+    # compare builds on this module's summary, so it is imported here, not at the top (no import cycle).
+    from . import compare
+
     try:
+        if args.compare:
+            compare.cells_of(args.compare)  # an unknown table is an error before any work
         result = write_report(args.sweep_dir, args.out)
-    except (FileNotFoundError, NotASweep) as exc:
+        comparison = compare.write_comparison(args.sweep_dir, args.compare, args.out) if args.compare else None
+    except (FileNotFoundError, NotASweep, compare.UnknownTable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(summary_text(result))
+    if comparison:
+        print(compare.comparison_text(comparison, args.compare))
     return 0
 
 

@@ -386,3 +386,8 @@ def test_published_reference_numbers_are_the_papers():
     assert cell("ldam_drw_cifar10_lt", 10, "ldam_drw")["value"] == 11.84
     assert cell("logit_adjusted_cifar100_lt", 100, "logit_adjusted")["metric"] == "balanced_error_pct"
     assert len(published("affinity_cifar10")) == 18 and len(published("cb_cifar10_lt")) == 24
+    # which of our runs each cell compares with, and under which of our protocols the source's number was made
+    assert cell("cb_cifar10_lt", 50, "class_balanced_best")["ours"] == (
+        "loss.name=cb loss.base=focal loss.beta=0.9999 loss.gamma=2")
+    assert cell("affinity_mnist", 10, "ce")["protocol_kind"] == "best_test_epoch"
+    assert cell("cb_cifar10_lt", 10, "softmax")["protocol_kind"] == "last_epoch"

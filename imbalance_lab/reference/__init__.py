@@ -2,9 +2,14 @@
 experiment preset that reproduces it), dataset, imbalance ratio, method (our loss option, or the paper's
 row name where no single option matches, e.g. ``class_balanced_best``), metric (``macro_f1_pct``,
 ``top1_error_pct``, ``balanced_error_pct``), value, the protocol the source used (e.g. the maximum over epochs
-on the test set — not ours, which is last-epoch) and the source. Cui et al.'s best class-balanced setting per
-ratio on CIFAR-10: r=200 softmax β=0.9999; 100 focal β=0.9999 γ=1; 50 focal β=0.9999 γ=2; 20 softmax
-β=0.9999; 10 sigmoid β=0.9999."""
+on the test set — not ours, which is last-epoch), ``protocol_kind`` (``last_epoch`` or ``best_test_epoch``:
+which of our protocols is the source's), the source, and ``ours``: which of our runs the cell compares with,
+as ``key=value`` pairs on the run's method and resolved config (``method=ce``; ``loss.name=cb loss.base=focal
+loss.beta=0.9999 loss.gamma=1``), empty where the source's setting is not transcribed (Cui et al.'s best
+class-balanced setting per ratio on CIFAR-100). Cui et al.'s best class-balanced setting per ratio on
+CIFAR-10: r=200 softmax β=0.9999; 100 focal β=0.9999 γ=1; 50 focal β=0.9999 γ=2; 20 softmax β=0.9999;
+10 sigmoid β=0.9999 (and sigmoid at r=1, where every class weight is equal). ``imbalance_lab.compare`` puts
+our sweeps next to these."""
 
 from __future__ import annotations
 
