@@ -97,8 +97,28 @@ def run_settings(sweep_dir: Path) -> dict[str, dict]:
             config = _load_yaml(run_dir / ".hydra" / "config.yaml") or {}
         flat = dict(flatten(config))
         flat["method"] = metrics.get("method") or (config.get("loss") or {}).get("name")
+        if isinstance(metrics.get("device"), dict):
+            flat |= {f"device.{k}": v for k, v in metrics["device"].items()}
         out[rel] = flat
     return out
+
+
+def sweep_command(sweep_dir: Path) -> str | None:
+    """The command line of the sweep, from Hydra's ``multirun.yaml`` (None for a single run's folder)."""
+    recorded = _load_yaml(sweep_dir / "multirun.yaml")
+    overrides = (recorded or {}).get("hydra", {}).get("overrides") if isinstance(recorded, dict) else None
+    if not isinstance(overrides, dict):
+        return None
+    hydra = [o for o in overrides.get("hydra") or [] if not o.startswith("hydra.mode=")]
+    return " ".join(["python -m imbalance_lab -m", *(overrides.get("task") or []), *hydra])
+
+
+def device_of(settings: dict) -> str | None:
+    """'cpu, 2 threads' or the GPU's name, from a run's recorded device."""
+    kind, name, threads = (settings.get(f"device.{k}") for k in ("type", "name", "threads"))
+    if kind is None:
+        return None
+    return f"cpu, {threads} threads" if kind == "cpu" else str(name)
 
 
 def flatten(node: dict, prefix: str = ""):
@@ -166,7 +186,12 @@ def compare(sweep_dir: Path | str, table: str) -> tuple[pd.DataFrame, dict]:
                              "difference": median - cell["value"], "metric": cell["metric"],
                              "published_protocol": cell["protocol"], "source": cell["source"]})
     evaluations = done["test_evaluations"].dropna()
-    facts = {"notes": sorted({str(n) for n in done["dataset_note"].dropna() if str(n).strip()}),
+    finished = pd.to_datetime(done["finished_at"], errors="coerce")
+    started = finished - pd.to_timedelta(done["wall_seconds"], unit="s")
+    facts = {"command": sweep_command(sweep_dir), "devices": sorted({d for d in map(device_of, settings.values()) if d}),
+             "seeds": sorted({int(x) for x in done["seed"].dropna()}),
+             "wall_seconds": (finished.max() - started.min()).total_seconds() if len(done) else None,
+             "notes": sorted({str(n) for n in done["dataset_note"].dropna() if str(n).strip()}),
              "datasets": datasets, "missing": missing, "epochs": sorted({int(e) for e in done["epochs"].dropna()}),
              "test_evaluations": sorted({int(e) for e in evaluations}), "runs": len(runs), "done": len(done)}
     return pd.DataFrame(rows, columns=COLUMNS), facts
@@ -176,7 +201,13 @@ def render_markdown(sweep_dir: Path, table: str, frame: pd.DataFrame, facts: dic
     cells = cells_of(table)
     epochs = ", ".join(map(str, facts["epochs"])) or "–"
     lines = [f"# `{table}`: ours vs published", "",
-             f"Sweep `{sweep_dir}`: {facts['done']} finished runs of {facts['runs']}; epochs per run: {epochs}.", ""]
+             (f"Sweep `{sweep_dir}`: {facts['done']} finished runs of {facts['runs']}; epochs per run: {epochs}; "
+             f"seeds {', '.join(map(str, facts['seeds'])) or '–'}."), ""]
+    if facts["command"]:
+        lines += ["```", facts["command"], "```", ""]
+    if facts["wall_seconds"] is not None:
+        lines += [(f"Hardware: {'; '.join(facts['devices']) or '?'}. Wall time, first run's start to last run's "
+                  f"end: {facts['wall_seconds'] / 60:.1f} min."), ""]
     for metric in sorted({c["metric"] for c in cells}):
         lines.append(f"- `{metric}`: ours = {CONVERSIONS[metric][2]}, from the sweep summary "
                      "(`summary_aggregate.csv`); each cell: **median** (mean ± sd) over seeds, n seeds.")

@@ -16,6 +16,7 @@ from sklearn.metrics import (
     confusion_matrix,
     f1_score,
     precision_recall_fscore_support,
+    roc_auc_score,
 )
 
 ECE_BINS = 15
@@ -31,6 +32,7 @@ HEADLINE = {
     "accuracy": "accuracy",
     "balanced_accuracy": "balanced accuracy",
     "minority_f1": "minority F1",
+    "minority_auroc": "minority AUROC",
     "few_shot_acc": "few-shot accuracy",
 }
 
@@ -110,11 +112,17 @@ def compute_metrics(y_true, y_pred, probs, train_counts, class_names) -> dict:
         "few_shot_acc": _mean_or_none(recall[few]),
         "minority_class": None,
         "minority_f1": None,
+        "minority_auroc": None,
     }
     if n_classes == 2:
         minority = 0 if counts[0] < counts[1] else 1  # tie -> class 1 (the class cifar2 reduces by default)
         out["minority_class"] = names[minority]
         out["minority_f1"] = float(f1[minority])
+        # Threshold-free: how well p(minority) ranks the test images, comparable with a one-class detector's
+        # anomaly score (method=majority_only) whatever the threshold either uses.
+        is_minority = y_true == minority
+        if probs is not None and 0 < is_minority.sum() < len(y_true):
+            out["minority_auroc"] = float(roc_auc_score(is_minority, np.asarray(probs, np.float64)[:, minority]))
     out["per_class"] = [
         {
             "class": c,

@@ -75,7 +75,7 @@ def test_compare_numbers_are_the_summary_numbers_per_protocol(mnist_sweep, capsy
     assert "affinity_mnist: ours vs published (12 rows; 14 cells not run)" in out
     text = (mnist_sweep / "compare_affinity_mnist.md").read_text()
     assert "best epoch on test (the source's protocol)" in text and "Cells not run in this sweep (14)" in text
-    assert "**Dataset note**: MNIST: the original IDX files" in text
+    assert "**Dataset note**: MNIST: the original IDX files" in text and "seeds 0, 1, 2." in text
     assert (mnist_sweep / "compare_affinity_mnist.png").read_bytes().startswith(b"\x89PNG")
 
 

@@ -159,6 +159,19 @@ def test_minority_f1_is_class_with_fewer_training_images(counts, minority):
     assert m["micro_f1"] == pytest.approx(accuracy_score(y_true, y_pred))
 
 
+def test_minority_auroc_ranks_by_the_minority_probability():
+    """Two-class data: AUROC of p(minority) for 'is minority' — 3 of the 4 (minority, majority) pairs are in
+    the right order here; None without probabilities or for more classes."""
+    y_true = np.array([1, 1, 0, 0])
+    p_minority = np.array([0.9, 0.3, 0.4, 0.1])  # pairs: (0.9 > 0.4), (0.9 > 0.1), (0.3 < 0.4), (0.3 > 0.1)
+    probs = np.stack([1 - p_minority, p_minority], axis=1)
+    m = compute_metrics(y_true, probs.argmax(1), probs, [500, 50], ["airplane", "automobile"])
+    assert m["minority_auroc"] == pytest.approx(0.75)
+    assert compute_metrics(y_true, y_true, None, [500, 50], ["a", "b"])["minority_auroc"] is None
+    # class 0 the minority: p(class 0) ranks "is class 0" as well as p(class 1) ranked "is class 1"
+    assert compute_metrics(y_true, y_true, probs, [50, 500], ["a", "b"])["minority_auroc"] == pytest.approx(0.75)
+
+
 def test_mismatched_inputs_are_rejected():
     with pytest.raises(ValueError, match="train_counts"):
         compute_metrics(np.array([0, 1]), np.array([0, 1]), None, [1, 2, 3], ["a", "b"])
