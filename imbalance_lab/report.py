@@ -48,9 +48,12 @@ STATUSES = ("done", "failed", "unfinished", "corrupt")
 AXIS_KEYS = {"data.imbalance", "seed", "loss", "method"}
 # Columns: the run's test headline (imbalance_lab.metrics.HEADLINE), the mean F1 of its smallest class(es)
 # and its validation macro F1; all are in the aggregate CSV, summary.md leaves out accuracy (= micro F1).
-METRIC_COLUMNS = [f"test_{m}" for m in HEADLINE] + ["test_tail_f1", "val_macro_f1"]
-LABELS = {f"test_{m}": label for m, label in HEADLINE.items()} | {"test_tail_f1": "smallest-class F1",
-                                                                   "val_macro_f1": "val macro F1"}
+# method=majority_only runs also record a raw-pixel Gaussian's test AUROC on the same images: the bar a learned
+# one-class detector has to clear.
+METRIC_COLUMNS = [f"test_{m}" for m in HEADLINE] + ["test_tail_f1", "val_macro_f1", "pixel_gaussian_auroc"]
+LABELS = {f"test_{m}": label for m, label in HEADLINE.items()} | {
+    "test_tail_f1": "smallest-class F1", "val_macro_f1": "val macro F1",
+    "pixel_gaussian_auroc": "raw-pixel Gaussian AUROC"}
 MARKDOWN_METRICS = tuple(m for m in METRIC_COLUMNS if m != "test_accuracy")
 # The same test metrics under the other protocols a comparison with published numbers needs
 # (imbalance_lab.compare): at the epoch of the best validation macro F1 (runs with a validation split), and
@@ -158,6 +161,9 @@ def read_run(run_dir: Path, sweep_dir: Path) -> dict:
             row[f"test_{name}"] = _number(test.get(name))
         row["test_tail_f1"] = tail_f1(test)
         row["val_macro_f1"] = _number(val.get("macro_f1"))
+        detector = metrics.get("majority_only") if isinstance(metrics.get("majority_only"), dict) else {}
+        pixels = detector.get("pixel_gaussian") if isinstance(detector.get("pixel_gaussian"), dict) else {}
+        row["pixel_gaussian_auroc"] = _number(pixels.get("auroc"))
         history = [h for h in metrics.get("history") or [] if isinstance(h, dict)]
         best_val = metrics.get("best_on_validation") if isinstance(metrics.get("best_on_validation"), dict) else {}
         best_val_test = best_val.get("test") if isinstance(best_val.get("test"), dict) else {}
@@ -305,7 +311,9 @@ def render_markdown(sweep_dir: Path, runs: pd.DataFrame, agg: pd.DataFrame) -> s
          "per-class F1) is the headline metric for imbalance."),
         ("- **minority F1**: F1 of the smaller class (two-class data). **smallest-class F1**: mean F1 of the "
          "class(es) with the fewest training images. **few-shot accuracy**: mean recall of classes with < 20 "
-         "training images (only where such classes exist)."),
+         "training images (only where such classes exist). **minority AUROC**: how well the run's p(minority) (a "
+         "one-class detector's score) ranks the test images, threshold-free; **raw-pixel Gaussian AUROC**: the "
+         "same for a Gaussian on the raw pixels of the majority images (`method=majority_only` runs)."),
         ("- **method** = the loss option (or `method=majority_only`) plus every override that varies across "
          "the sweep other than the imbalance ratio and the seed."),
     ]
@@ -436,7 +444,7 @@ def write_report(sweep_dir: Path | str, out_dir: Path | str | None = None) -> di
     name = f"{datasets} — sweep {sweep_dir.resolve().name}" if datasets else f"sweep {sweep_dir.resolve().name}"
     emit(MACRO_F1_PNG, plot_metric_vs_ratio(agg, ["test_macro_f1"], f"test macro F1 vs imbalance ratio: {name}"))
     minority = ["test_minority_f1"] if "test_minority_f1_mean" in agg.columns else ["test_tail_f1"]
-    emit(MINORITY_PNG, plot_metric_vs_ratio(agg, minority + ["test_few_shot_acc"],
+    emit(MINORITY_PNG, plot_metric_vs_ratio(agg, minority + ["test_minority_auroc", "test_few_shot_acc"],
                                             f"minority / few-shot metrics vs imbalance ratio: {name}"))
     counts = {s: int((runs["status"] == s).sum()) for s in STATUSES}
     return {"runs": runs, "aggregate": agg, "files": files, "counts": counts, "sweep_dir": sweep_dir}

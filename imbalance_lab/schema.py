@@ -227,14 +227,20 @@ class TrainerConfig:
                   "cuda needs a visible CUDA GPU (none found); use auto or cpu")
 
 
+# Anomaly scores of method=majority_only (imbalance_lab/baselines/majority_only.py); the first is the default.
+MAJORITY_ONLY_SCORES = ("rotation_nll", "feature_mahalanobis")
+
+
 @dataclass
 class MajorityOnlyConfig:
     """``method=majority_only``: anomaly detection trained on the majority class alone."""
 
     threshold_quantile: float = 0.95  # of held-out majority training scores: ~5% false alarms on the majority
     calibration_fraction: float = 0.1  # majority training images held out to set the threshold
+    score: str = "rotation_nll"  # or feature_mahalanobis; fixed in advance (no anomalies to choose it on)
 
     def __post_init__(self):
+        one_of("majority_only.score", self.score, MAJORITY_ONLY_SCORES)
         check(0 < self.threshold_quantile < 1, "majority_only.threshold_quantile", self.threshold_quantile,
               "a number in (0, 1)")
         check(0 <= self.calibration_fraction < 1, "majority_only.calibration_fraction",

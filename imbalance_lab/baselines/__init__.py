@@ -1,5 +1,5 @@
 """Baselines that are not "a loss on the usual classifier": they replace fit/evaluate for a run."""
 
-from .majority_only import MahalanobisDetector, mahalanobis_scores, majority_only_outcome, run_majority_only
+from .majority_only import Gaussian, Threshold, mahalanobis_scores, majority_only_outcome, run_majority_only
 
-__all__ = ["MahalanobisDetector", "mahalanobis_scores", "majority_only_outcome", "run_majority_only"]
+__all__ = ["Gaussian", "Threshold", "mahalanobis_scores", "majority_only_outcome", "run_majority_only"]
