@@ -1,6 +1,6 @@
 """What one run leaves in its folder (the files are listed in the README): ``subset_indices.npz`` before
-training, then ``predictions.npz``, the plots and, as the very last step, ``metrics.json`` (written atomically,
-so a run killed before it never looks done)."""
+training, then ``predictions.npz``, the plots (a semi-supervised run: also its pseudo-label plots) and, as the
+very last step, ``metrics.json`` (written atomically, so a run killed before it never looks done)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ import numpy as np
 import torch
 
 from .data import ImbalancedSplit
+from .data.unlabelled import UnlabelledSplit
 from .evaluation import Outcome
 from .metrics import format_report, plot_confusion
-from .plots import plot_embedding
+from .plots import plot_embedding, plot_pseudo_labels
 from .runfolder import METRICS_FILE, library_versions, save_npz_atomic, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -35,16 +36,19 @@ def with_threads(resolved_config: dict, device: torch.device) -> dict:
 
 
 class RunRecord:
-    """The run folder of one run: what it is (method, imbalance ratio, dataset, config) and what it gave."""
+    """The run folder of one run: what it is (method, imbalance ratio, dataset, config) and what it gave.
+    ``unlabelled``: a semi-supervised run's unlabelled split (its indices join the labelled ones')."""
 
     def __init__(self, out_dir: Path, cfg, method: str, split: ImbalancedSplit, device: torch.device,
-                 resolved_config: dict):
+                 resolved_config: dict, unlabelled: UnlabelledSplit | None = None):
         self.out_dir, self.cfg, self.method, self.split = Path(out_dir), cfg, method, split
+        self.unlabelled = unlabelled
         self.device, self.resolved_config = device, with_threads(resolved_config, device)
         self.started = time.time()
         self.resumed_from: int | None = None  # the epoch of the checkpoint this run continued from
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        save_npz_atomic(self.out_dir / "subset_indices.npz", **split.indices)
+        extra = {"unlabelled": unlabelled.indices} if unlabelled is not None else {}
+        save_npz_atomic(self.out_dir / "subset_indices.npz", **split.indices, **extra)
 
     def finish(self, outcome: Outcome, status: str = "done", reason: str | None = None,
                train_seconds: float = 0.0, stack: dict | None = None) -> dict:
@@ -63,7 +67,7 @@ class RunRecord:
             "val": outcome.val[1] if done and outcome.val else None,
             "best_on_validation": outcome.best_on_validation,
             "history": history,
-            "data": self.split.summary(),
+            "data": self.split.summary() | ({"unlabelled": self.unlabelled.summary()} if self.unlabelled else {}),
             "config": self.resolved_config,
             "device": device_info(self.device),
             "seed": self.cfg.seed,
@@ -96,3 +100,9 @@ class RunRecord:
                         probs=pred["probs"], test_indices=split.indices["test"], **arrays)
         plot_confusion(np.array(metrics["confusion_matrix"]), split.class_names, self.out_dir / "confusion.png",
                        title=f"{title} (test, last epoch)")
+        if outcome.extra.get("pseudo_label_confusion"):
+            plot_confusion(np.array(outcome.extra["pseudo_label_confusion"]), split.class_names,
+                           self.out_dir / "pseudo_label_confusion.png",
+                           title=f"{title}: accepted pseudo-labels (columns) vs hidden labels, last epoch")
+            plot_pseudo_labels({self.method: outcome.history}, split.class_names,
+                               self.out_dir / "pseudo_labels.png", title=f"{title}: accepted pseudo-labels")

@@ -1,5 +1,6 @@
 """Runs, start to finish: config -> split -> model + loss -> fit -> evaluate -> run folder. Several runs
-that share the data split train together as one stack (``run_stack``); a single run is a stack of one."""
+that share the data split train together as one stack (``run_stack``); a single run is a stack of one.
+``method=fixmatch`` runs through the same stack, with an unlabelled split and the FixMatch objective."""
 
 from __future__ import annotations
 
@@ -16,12 +17,16 @@ import torch
 from . import checkpoint
 from .baselines import majority_only_outcome
 from .data import ImbalancedSplit, build_split
+from .data.unlabelled import build_unlabelled
 from .evaluation import Evaluator, Outcome, eval_sets
 from .losses import build_loss
+from .losses.fixmatch import FixMatchLoss
 from .models import build_model
 from .record import RunRecord
 from .schema import Config
 from .train import Member, Precision, TrainingFailed, fit_stack, resolve_device
+from .train.objective import Objective
+from .train.semi import FixMatchObjective
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +54,10 @@ def seed_everything(seed: int, device: torch.device) -> torch.Generator:
 
 def method_name(cfg: Config, loss_option: str | None = None) -> str:
     """What a run is called in plots and reports: the loss option chosen (``affinity_m5``, ``ldam_drw``;
-    ``loss.name`` when unknown) or the non-supervised method (``majority_only``)."""
+    ``loss.name`` when unknown), the semi-supervised method (``fixmatch``; ``debiaspl`` with ``ssl.debias``) or
+    the non-supervised method (``majority_only``)."""
+    if cfg.method == "fixmatch":
+        return "debiaspl" if cfg.ssl.debias else "fixmatch"
     if cfg.method != "supervised":
         return cfg.method
     return loss_option or cfg.loss.name
@@ -57,29 +65,42 @@ def method_name(cfg: Config, loss_option: str | None = None) -> str:
 
 # Methods that replace the supervised stack with their own training, one run at a time.
 SOLO_METHODS = {"majority_only": majority_only_outcome}
+STACK_METHODS = ("supervised", "fixmatch")  # trained by fit_stack
+# The ssl settings that decide a stack's shared data (the unlabelled split) and batch shape; the others are
+# each run's own hyperparameters, like the loss's.
+SSL_STACK_FIELDS = ("mu", "unlabelled_profile", "unlabelled_imbalance", "unlabelled_n_max")
 
 
 def stack_key(cfg: Config) -> str | None:
     """Runs with the same key can train as one stack: everything but the seed and the loss's own
-    hyperparameters is the same (data, model, optimiser, trainer, sampler, loss kind). None: never stacked."""
-    if cfg.method != "supervised":
+    hyperparameters is the same (data, model, optimiser, trainer, sampler, loss kind, unlabelled split). None:
+    never stacked."""
+    if cfg.method in SOLO_METHODS:
         return None
     fields = dataclasses.asdict(cfg)
     fields.pop("seed")
     fields["loss"] = cfg.loss.name
+    fields["ssl"] = {k: fields["ssl"][k] for k in SSL_STACK_FIELDS}
     return repr(sorted(fields.items()))
 
 
-def supervised_member(cfg: Config, split: ImbalancedSplit, sets: dict, device: torch.device,
-                      generator: torch.Generator) -> Member:
-    """Model + loss from the config (initialised from the global seed), with its evaluator on ``sets``."""
+def stack_member(cfg: Config, split: ImbalancedSplit, sets: dict, device: torch.device,
+                 generator: torch.Generator, unlabelled: tuple[torch.Tensor, torch.Tensor] | None = None) -> Member:
+    """Model + loss from the config (initialised from the global seed), with its evaluator on ``sets``. With
+    ``unlabelled`` (images and hidden labels on the device; ``method=fixmatch``) the loss is the FixMatch
+    objective around the configured one, and the EMA of the weights is evaluated."""
     loss_fn = build_loss(cfg.loss, split.class_counts["train"]).to(device)
     model = build_model(cfg.model.name, split.in_channels, split.num_classes, split.mean, split.std,
                         cfg.model.embedding_dim, make_head=loss_fn.make_head).to(device)
     precision = Precision.of(cfg.trainer, device)
     model = precision.prepare(model)
-    evaluator = Evaluator(split, sets, model, loss_fn, precision, with_features=cfg.model.embedding_dim == 2)
-    return Member(model, loss_fn, generator, on_eval=evaluator)
+    objective = Objective()
+    if unlabelled is not None:
+        loss_fn = FixMatchLoss(loss_fn, cfg.ssl).to(device)
+        objective = FixMatchObjective(model, loss_fn, *unlabelled, cfg.ssl.mu, cfg.trainer.batch_size, cfg.ssl.ema)
+    evaluator = Evaluator(split, sets, objective.eval_model(model), loss_fn, precision,
+                          with_features=cfg.model.embedding_dim == 2)
+    return Member(model, loss_fn, generator, on_eval=evaluator, objective=objective)
 
 
 def solo_outcome(cfg: Config, split: ImbalancedSplit, device: torch.device, generator: torch.Generator):
@@ -110,7 +131,8 @@ def train_members(jobs: list[Job], members: list[Member], records: list[RunRecor
     engine = fit_stack(members, x, y, trainer_cfg=cfg.trainer, optim_cfg=cfg.optim, augment=cfg.data.augment,
                        sampler=cfg.sampler, checkpoint=save, resume=resume)
     return engine, [(Outcome(history=m.history), "failed", m.failed) if m.failed else
-                    (m.on_eval.outcome(m.history, m.loss_fn.extra_metrics()), "done", None) for m in members]
+                    (m.on_eval.outcome(m.history, m.loss_fn.extra_metrics() | m.objective.extra_metrics()), "done",
+                     None) for m in members]
 
 
 def run_stack(jobs: list[Job]) -> list[dict]:
@@ -126,14 +148,19 @@ def run_stack(jobs: list[Job]) -> list[dict]:
              split.class_counts["train"], split.class_counts["test"], split.fingerprint)
     if split.note:
         log.warning("dataset note: %s", split.note)
+    unlabelled = build_unlabelled(first.data, first.ssl, split) if first.method == "fixmatch" else None
+    on_device = None
+    if unlabelled is not None:
+        log.info("unlabelled: %s | fingerprint %s", unlabelled.class_counts, unlabelled.fingerprint)
+        on_device = (torch.from_numpy(unlabelled.x).to(device), torch.from_numpy(unlabelled.hidden_y).to(device))
     records, members = [], []
-    sets = eval_sets(split, device) if first.method == "supervised" else {}
+    sets = eval_sets(split, device) if first.method in STACK_METHODS else {}
     for job in jobs:
         generator = seed_everything(job.cfg.seed, device)
         records.append(RunRecord(job.out_dir, job.cfg, method_name(job.cfg, job.loss_option), split, device,
-                                 job.resolved_config))
-        if job.cfg.method == "supervised":
-            members.append(supervised_member(job.cfg, split, sets, device, generator))
+                                 job.resolved_config, unlabelled))
+        if job.cfg.method in STACK_METHODS:
+            members.append(stack_member(job.cfg, split, sets, device, generator, on_device))
     started = time.perf_counter()
     if first.method in SOLO_METHODS:
         engine, outcomes = "alone", [solo_outcome(first, split, device, generator)]
@@ -145,7 +172,8 @@ def run_stack(jobs: list[Job]) -> list[dict]:
     for k, ((outcome, status, reason), record) in enumerate(zip(outcomes, records)):
         if reason:
             log.error("run failed: %s (%s)", reason, record.out_dir)
-        checkpoint.finish(record.out_dir, members[k].model if members and status == "done" else None)
+        m = members[k] if members else None
+        checkpoint.finish(record.out_dir, m.objective.eval_model(m.model) if m and status == "done" else None)
         results.append(record.finish(outcome, status, reason, train_seconds=seconds, stack=stack))  # last
     return results
 

@@ -247,7 +247,45 @@ class MajorityOnlyConfig:
               self.calibration_fraction, "a number in [0, 1)")
 
 
-METHODS = ("supervised", "majority_only")
+UNLABELLED_PROFILES = ("exp", "step")
+
+
+@dataclass
+class SSLConfig:
+    """``method=fixmatch``: FixMatch (Sohn et al., NeurIPS 2020) on a labelled split (``data``) plus an
+    unlabelled split drawn from the rest of the same training set, optionally with DebiasPL's debiased
+    pseudo-labels and adaptive margin (Wang et al., CVPR 2022; see ``losses/fixmatch.py``). Defaults: FixMatch's
+    CIFAR recipe (μ=7, threshold 0.95, λ_u=1, EMA 0.999) and the official DebiasPL code's ``--tau 1.0`` and
+    ``--qhat_m 0.999`` (main_DebiasPL.py); the unlabelled split of the imbalanced-SSL protocol (DARP, Kim et
+    al. 2020): head class M1=3000, γ_u=100 (γ_u=1: balanced, the 'distribution differs' case)."""
+
+    mu: int = 7  # unlabelled images per labelled image in a step
+    threshold: float = 0.95  # a pseudo-label is used when its (debiased) probability is >= this
+    lambda_u: float = 1.0  # weight of the unlabelled loss
+    debias: bool = False  # DebiasPL: pseudo-labels from softmax(z − τ log q̂), loss on z_s + τ log q̂
+    tau: float = 1.0  # τ, the debiasing strength (official code: --tau, default 1.0; its scripts pass 0.4)
+    qhat_momentum: float = 0.999  # momentum of q̂, the running mean of the unlabelled weak-view softmax
+    ema: float = 0.999  # decay of the weight average that is evaluated
+    unlabelled_profile: str = "exp"  # exp: M_i = floor(M1 · γ_u^(−i/(C−1))); step: half M1, half floor(M1/γ_u)
+    unlabelled_imbalance: float = 100.0  # γ_u >= 1 (1 = balanced)
+    unlabelled_n_max: int = 3000  # M1, unlabelled images of the largest class
+
+    def __post_init__(self):
+        check(self.mu >= 1, "ssl.mu", self.mu, "an integer >= 1")
+        check(0 < self.threshold <= 1, "ssl.threshold", self.threshold, "a number in (0, 1]")
+        check(self.lambda_u >= 0, "ssl.lambda_u", self.lambda_u, "a number >= 0")
+        check(self.tau >= 0, "ssl.tau", self.tau, "a number >= 0")
+        check(0 <= self.qhat_momentum < 1, "ssl.qhat_momentum", self.qhat_momentum, "a number in [0, 1)")
+        check(0 <= self.ema < 1, "ssl.ema", self.ema, "a number in [0, 1)")
+        one_of("ssl.unlabelled_profile", self.unlabelled_profile, UNLABELLED_PROFILES)
+        check(self.unlabelled_imbalance >= 1, "ssl.unlabelled_imbalance", self.unlabelled_imbalance, "a number >= 1")
+        check(self.unlabelled_n_max >= 1, "ssl.unlabelled_n_max", self.unlabelled_n_max, "an integer >= 1")
+        check(self.unlabelled_imbalance <= self.unlabelled_n_max, "ssl.unlabelled_imbalance",
+              self.unlabelled_imbalance, f"at most ssl.unlabelled_n_max={self.unlabelled_n_max} (a larger ratio "
+              "leaves the smallest class with no unlabelled image)")
+
+
+METHODS = ("supervised", "majority_only", "fixmatch")
 SAMPLERS = ("uniform", "oversample", "undersample", "sqrt")  # see train/samplers.py
 
 
@@ -261,6 +299,7 @@ class Config:
     sampler: str = "uniform"  # uniform | oversample | undersample | sqrt (see train/samplers.py)
     method: str = "supervised"  # or majority_only: train on the majority class alone, detect the minority
     majority_only: MajorityOnlyConfig = field(default_factory=MajorityOnlyConfig)
+    ssl: SSLConfig = field(default_factory=SSLConfig)  # method=fixmatch
     seed: int = 0
 
     def __post_init__(self):
@@ -270,6 +309,15 @@ class Config:
         if self.method == "majority_only":
             check(self.data.num_classes == 2, "method", self.method,
                   f"two-class data (e.g. data=cifar2); data={self.data.name} has {self.data.num_classes} classes")
+        if self.method == "fixmatch":
+            # The unlabelled images of a class come after its labelled ones in the same class permutation.
+            labelled = self.data.n_max or self.data.max_train_per_class
+            check(self.data.profile != "none" and labelled + self.ssl.unlabelled_n_max <= self.data.max_train_per_class,
+                  "ssl.unlabelled_n_max", self.ssl.unlabelled_n_max,
+                  f"at most {self.data.max_train_per_class} − data.n_max per class, with a data.profile other than "
+                  f"none (the labelled and unlabelled splits share the {self.data.max_train_per_class} training "
+                  f"images of a class of {self.data.name}; data.n_max={self.data.n_max}, "
+                  f"data.profile={self.data.profile})")
         alpha = getattr(self.loss, "alpha", None)
         if alpha is not None:
             check(len(alpha) == self.data.num_classes, "loss.alpha", alpha,

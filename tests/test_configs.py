@@ -47,7 +47,7 @@ def test_models_methods_and_samplers_are_one_list_each(compose):
     assert options("model") == set(BACKBONES)
     for option in sorted(options("model")):
         assert compose_run(f"model={option}", compose=compose)[0].model.name == option
-    assert {"supervised", *run.SOLO_METHODS} == set(schema.METHODS)
+    assert {*run.STACK_METHODS, *run.SOLO_METHODS} == set(schema.METHODS)
     import torch
 
     labels = torch.tensor([0, 0, 0, 1])

@@ -173,6 +173,8 @@ def vmap_obstacle(members) -> str | None:
     """Why these members cannot be one vmapped model (None if they can)."""
     if len(members) < 2:
         return "a stack of one"
+    if any(m.objective.reads_weights_every_step for m in members):
+        return "the members' objective reads their weights after every step (e.g. FixMatch's EMA)"
     # One module runs every member's weights, so the modules must be alike to the last setting (shapes,
     # and plain attributes such as the affinity head's sigma, which their reprs show).
     shapes = [[(n, tuple(t.shape)) for n, t in [*m.model.named_parameters(), *m.model.named_buffers()]]

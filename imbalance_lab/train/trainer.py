@@ -4,6 +4,7 @@ syncs are one per epoch (the epoch loss, which is also the NaN check) and evalua
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -15,9 +16,12 @@ from tqdm.auto import tqdm
 
 from ..schema import check
 from .augment import random_crop_flip
+from .objective import Objective
 from .precision import Precision
 from .samplers import epoch_indices, epoch_size
 from .stack import make_engine
+
+log = logging.getLogger(__name__)
 
 
 class TrainingFailed(RuntimeError):
@@ -79,8 +83,9 @@ def recalibrate_batchnorm(model, x: torch.Tensor, batches: list[torch.Tensor], p
 
 @dataclass
 class Member:
-    """One run of a stack: its model, loss, random generator and evaluation callback; ``fit_stack`` fills
-    ``history`` and, if its loss stops being finite, ``failed`` (the reason)."""
+    """One run of a stack: its model, loss, random generator, evaluation callback and objective (what a step
+    computes around the loss: ``train.objective``; supervised by default); ``fit_stack`` fills ``history`` and,
+    if its loss stops being finite, ``failed`` (the reason)."""
 
     model: torch.nn.Module
     loss_fn: torch.nn.Module
@@ -89,6 +94,7 @@ class Member:
     history: list[dict] = field(default_factory=list)
     failed: str | None = None
     calibration: list[torch.Tensor] = field(default_factory=list)  # training batches for precise BN
+    objective: Objective = field(default_factory=Objective)
 
 
 def fit(model, loss_fn, x: torch.Tensor, y: torch.Tensor, *, trainer_cfg, optim_cfg, augment: bool,
@@ -140,6 +146,7 @@ def fit_stack(members: list[Member], x: torch.Tensor, y: torch.Tensor, *, traine
             m.generator.set_state(state["generator"])
             m.calibration = [idx.to(device) for idx in state["calibration"]]
             m.history, m.failed = list(state["history"]), state["failed"]
+            m.objective.load_state_dict(state["objective"])
     else:
         for m in members:
             calibration = torch.randperm(len(y), device=device, generator=m.generator)
@@ -157,6 +164,8 @@ def fit_stack(members: list[Member], x: torch.Tensor, y: torch.Tensor, *, traine
             m.loss_fn.start_epoch(epoch)
             m.model.train()
         orders = [epoch_indices(sampler, y, class_counts, m.generator) for m in members]
+        for m in members:
+            m.objective.start_epoch(m.generator, steps)
         loss_sums = [torch.zeros((), device=device) for _ in members]
         t0 = time.perf_counter()
         for i in range(steps):
@@ -168,10 +177,11 @@ def fit_stack(members: list[Member], x: torch.Tensor, y: torch.Tensor, *, traine
                     xb = random_crop_flip(xb, generator=m.generator)
                 if batch_transform is not None:
                     xb, yb = batch_transform(xb, yb)
-                batches.append((xb, yb))
-            for total, loss in zip(loss_sums, engine.step(batches, active)):
+                batches.append((m.objective.inputs(xb, i, m.generator), yb))
+            for m, total, loss in zip(members, loss_sums, engine.step(batches, active)):
                 if loss is not None:
                     total += loss
+                    m.objective.after_step()
             bar.update()
         seconds = time.perf_counter() - t0
         lr = engine.lr()
@@ -184,10 +194,11 @@ def fit_stack(members: list[Member], x: torch.Tensor, y: torch.Tensor, *, traine
             if not math.isfinite(epoch_loss):
                 m.failed = f"training loss became {epoch_loss} in epoch {epoch + 1}"
                 continue
+            # images run through the model per second (FixMatch's steps carry (1 + 2μ) · batch_size)
             record = {"epoch": epoch + 1, "loss": epoch_loss, "lr": lr, "seconds": seconds,
-                      "images_per_s": steps * batch_size / seconds}
+                      "images_per_s": steps * len(batches[0][0]) / seconds, **m.objective.end_epoch()}
             if evaluate_now:
-                recalibrate_batchnorm(m.model, x, m.calibration, precision)
+                recalibrate_batchnorm(m.objective.eval_model(m.model), x, m.calibration, precision)
                 if m.on_eval is not None:
                     record.update(m.on_eval(epoch))
             m.history.append(record)
@@ -199,6 +210,10 @@ def fit_stack(members: list[Member], x: torch.Tensor, y: torch.Tensor, *, traine
         bar.set_postfix(loss=f"{last.get('loss', float('nan')):.4f}",
                         img_s=f"{len(members) * steps * batch_size / seconds:.0f}",
                         **{k: f"{v:.4f}" for k, v in last.items() if k.endswith("macro_f1")})
+        if not trainer_cfg.progress:  # no bar (e.g. a batch job's log): one line per epoch instead
+            log.info("epoch %d/%d: loss %.4f, %.0f images/s%s", epoch + 1, epochs, last.get("loss", math.nan),
+                     len(members) * steps * batch_size / seconds,
+                     "".join(f", {k} {v:.4f}" for k, v in last.items() if k.endswith("macro_f1")))
     bar.close()
     return engine.name
 
@@ -206,7 +221,7 @@ def fit_stack(members: list[Member], x: torch.Tensor, y: torch.Tensor, *, traine
 def member_state(m: Member, engine, k: int, epoch: int) -> dict:
     """Everything a member needs to continue after ``epoch`` epochs: weights and BatchNorm statistics, loss
     state (e.g. the debiased loss's q̂), optimiser and schedule, its random generator, the BatchNorm
-    calibration batches, its history."""
+    calibration batches, its history, its objective's state (FixMatch: the EMA weights)."""
     return {"epoch": epoch, "model": m.model.state_dict(), "loss": m.loss_fn.state_dict(),
             "optim": engine.optim_state(k), "generator": m.generator.get_state(), "calibration": m.calibration,
-            "history": m.history, "failed": m.failed}
+            "history": m.history, "failed": m.failed, "objective": m.objective.state_dict()}

@@ -1,0 +1,62 @@
+"""The unlabelled split of class-imbalanced semi-supervised learning, drawn from the same training set as the
+labelled one (the protocol of DARP, Kim et al. NeurIPS 2020, used by CReST, ABC and DebiasPL on CIFAR-10-LT):
+labelled N_i = floor(N1 · γ^(−i/(C−1))) (``data``), unlabelled M_i = floor(M1 · γ_u^(−i/(C−1))) (``ssl``),
+disjoint. Class c's unlabelled images are the M_c that follow its labelled ones in the same seeded class
+permutation (``split._first``), so both splits are fixed by ``data.subset_seed`` and nested across ratios.
+
+The unlabelled labels are kept only to score the pseudo-labels (diagnostics); the trainer never gives them to
+a loss."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from imbalance_lab.data.profiles import exp_counts, step_counts
+from imbalance_lab.data.sources import load_source
+from imbalance_lab.data.split import _TRAIN_STREAM, ImbalancedSplit
+from imbalance_lab.schema import DataConfig, SSLConfig, check
+
+
+@dataclass
+class UnlabelledSplit:
+    """Images uint8 N×C×H×W and their hidden labels (diagnostics only), source train-set indices."""
+
+    x: np.ndarray
+    hidden_y: np.ndarray
+    indices: np.ndarray
+    class_counts: list[int]
+    fingerprint: str
+
+    def summary(self) -> dict:
+        return {"class_counts": list(self.class_counts), "size": len(self.indices),
+                "fingerprint": self.fingerprint}
+
+
+def build_unlabelled(data_cfg: DataConfig, ssl_cfg: SSLConfig, labelled: ImbalancedSplit) -> UnlabelledSplit:
+    """The unlabelled split beside ``labelled`` (built from ``data_cfg`` by ``build_split``)."""
+    raw = load_source(data_cfg.source, data_cfg.root, data_cfg.download_dir, data_cfg.synthetic)
+    kept = list(range(len(raw.class_names))) if data_cfg.classes is None else list(data_cfg.classes)
+    c = len(kept)
+    counts_fn = exp_counts if ssl_cfg.unlabelled_profile == "exp" else step_counts
+    wanted = counts_fn(ssl_cfg.unlabelled_n_max, c, ssl_cfg.unlabelled_imbalance, labelled.class_names, "unlabelled")
+    taken = [t + v for t, v in zip(labelled.class_counts["train"], labelled.class_counts["val"])]
+    parts = []
+    for k, (label, n, m) in enumerate(zip(kept, taken, wanted)):
+        members = np.flatnonzero(raw.train_labels == label)
+        check(n + m <= len(members), "ssl.unlabelled_n_max", ssl_cfg.unlabelled_n_max,
+              f"at most {len(members) - n} unlabelled images for class {k} '{labelled.class_names[k]}' "
+              f"({len(members)} in the source, {n} labelled)")
+        order = np.random.default_rng([data_cfg.subset_seed, _TRAIN_STREAM, label]).permutation(len(members))
+        parts.append(members[order[n:n + m]])
+    idx = np.sort(np.concatenate(parts)).astype(np.int64)
+    relabel = np.full(len(raw.class_names), -1, np.int64)
+    relabel[kept] = np.arange(c)
+    hidden = relabel[raw.train_labels[idx]]
+    digest = hashlib.sha256(labelled.fingerprint.encode())
+    digest.update(idx.astype("<i8").tobytes())
+    return UnlabelledSplit(x=np.ascontiguousarray(raw.train_images[idx].transpose(0, 3, 1, 2)), hidden_y=hidden,
+                           indices=idx, class_counts=np.bincount(hidden, minlength=c).tolist(),
+                           fingerprint=digest.hexdigest()[:16])
