@@ -239,8 +239,10 @@ def collect_runs(sweep_dir: Path) -> pd.DataFrame:
     records = []
     for row in rows:
         overrides = row.pop("overrides")
-        parts = [str(row.pop("base_method") or "?")] + [_override_label(k, overrides[k]) for k in varying
-                                                        if overrides.get(k) is not None]
+        base = str(row.pop("base_method") or "?")
+        # majority_only trains no configured loss: loss settings that vary for the other runs are not its own
+        parts = [base] + [_override_label(k, overrides[k]) for k in varying if overrides.get(k) is not None
+                          and not (base == "majority_only" and k.startswith("loss"))]
         row["method"] = " ".join(parts)
         for key, column in override_columns.items():
             row[column] = overrides.get(key)

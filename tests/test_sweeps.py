@@ -102,6 +102,20 @@ def test_method_is_the_loss_option_chosen_not_the_shared_loss_name(tmp_path):
     assert sorted(report.collect_runs(sweep)["method"]) == ["affinity", "affinity_m5", "majority_only"]
 
 
+def test_majority_only_is_not_labelled_with_the_loss_settings_the_other_runs_sweep(tmp_path):
+    """A focal sweep with majority_only runs beside it (same folder): majority_only trains no configured loss,
+    so its label does not carry loss.gamma; the focal runs' labels do."""
+    sweep = tmp_path / "sweep"
+    for gamma in ("0", "2"):
+        make_run(sweep, {"loss": "focal", "loss.gamma": gamma, "seed": "0"})
+    run = make_run(sweep, {"method": "majority_only", "loss.gamma": "0", "seed": "0"})
+    metrics = json.loads((run / "metrics.json").read_text())
+    metrics["method"] = "majority_only"
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    labels = sorted(report.collect_runs(sweep)["method"])
+    assert labels == ["focal gamma=0", "focal gamma=2", "majority_only"]
+
+
 def test_report_reads_what_the_run_was_from_metrics_json(tmp_path):
     sweep = tmp_path / "sweep"
     run = make_run(sweep, {"seed": "0"})  # the loss option came from a preset: it is in no override
