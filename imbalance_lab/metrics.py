@@ -65,6 +65,11 @@ def _mean_or_none(values: np.ndarray) -> float | None:
     return float(np.mean(values)) if len(values) else None
 
 
+def minority_auroc(is_minority: np.ndarray, scores: np.ndarray) -> float | None:
+    """AUROC of ``scores`` for 'is minority' (threshold-free); None unless both kinds of image are present."""
+    return float(roc_auc_score(is_minority, scores)) if 0 < is_minority.sum() < len(is_minority) else None
+
+
 def compute_metrics(y_true, y_pred, probs, train_counts, class_names) -> dict:
     """All metrics of one evaluation; ``probs`` (N x C softmax) may be None, then ``ece`` is None.
 
@@ -120,9 +125,8 @@ def compute_metrics(y_true, y_pred, probs, train_counts, class_names) -> dict:
         out["minority_f1"] = float(f1[minority])
         # Threshold-free: how well p(minority) ranks the test images, comparable with a one-class detector's
         # anomaly score (method=majority_only) whatever the threshold either uses.
-        is_minority = y_true == minority
-        if probs is not None and 0 < is_minority.sum() < len(y_true):
-            out["minority_auroc"] = float(roc_auc_score(is_minority, np.asarray(probs, np.float64)[:, minority]))
+        if probs is not None:
+            out["minority_auroc"] = minority_auroc(y_true == minority, np.asarray(probs, np.float64)[:, minority])
     out["per_class"] = [
         {
             "class": c,

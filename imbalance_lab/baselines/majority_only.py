@@ -62,13 +62,12 @@ import scipy.linalg
 import torch
 import torch.nn.functional as F
 from sklearn.covariance import LedoitWolf
-from sklearn.metrics import roc_auc_score
 
 from imbalance_lab.data.split import ImbalancedSplit, _channel_stats
 from imbalance_lab.evaluation import Outcome, score
 from imbalance_lab.losses import build_loss
 from imbalance_lab.losses.ce import CELossConfig
-from imbalance_lab.metrics import compute_metrics
+from imbalance_lab.metrics import compute_metrics, minority_auroc
 from imbalance_lab.models import build_model
 from imbalance_lab.schema import Config, ConfigError, check
 from imbalance_lab.train import Precision, fit
@@ -190,11 +189,6 @@ def calibration_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, n
     n_cal = 0 if fraction == 0 else max(min(max(round(fraction * n), 1), n - 2), 0)
     perm = np.random.default_rng([seed, 8]).permutation(n)
     return np.sort(perm[n_cal:]), np.sort(perm[:n_cal])
-
-
-def minority_auroc(is_minority: np.ndarray, scores: np.ndarray) -> float | None:
-    """AUROC of ``scores`` for the minority class; None when the test set lacks one of the classes."""
-    return float(roc_auc_score(is_minority, scores)) if 0 < is_minority.sum() < len(is_minority) else None
 
 
 def pixel_gaussian_reference(split: ImbalancedSplit, fit_x: np.ndarray, cal_x: np.ndarray, mean, std, q: float,

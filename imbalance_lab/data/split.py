@@ -143,10 +143,16 @@ def _targets(cfg: DataConfig, available: list[int], n_max: int | None, kept: lis
     return [min(n, a) for n, a in zip(counts, available)]
 
 
-def _first(labels: np.ndarray, label: int, n: int, seed: list[int]) -> np.ndarray:
-    """The first ``n`` of a seeded permutation of the class's indices: independent of n, hence nested."""
+def class_order(labels: np.ndarray, label: int, seed: list[int]) -> np.ndarray:
+    """The class's source indices in a seeded order: a split takes a prefix of it (independent of its length,
+    hence nested across r); the unlabelled split of semi-supervised runs takes what follows the labelled part."""
     members = np.flatnonzero(labels == label)
-    return members[np.random.default_rng(seed).permutation(len(members))[:n]]
+    return members[np.random.default_rng(seed).permutation(len(members))]
+
+
+def _first(labels: np.ndarray, label: int, n: int, seed: list[int]) -> np.ndarray:
+    """The first ``n`` of the class's seeded order."""
+    return class_order(labels, label, seed)[:n]
 
 
 def _val_size(fraction: float, n: int) -> int:

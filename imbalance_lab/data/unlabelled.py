@@ -2,7 +2,7 @@
 labelled one (the protocol of DARP, Kim et al. NeurIPS 2020, used by CReST, ABC and DebiasPL on CIFAR-10-LT):
 labelled N_i = floor(N1 · γ^(−i/(C−1))) (``data``), unlabelled M_i = floor(M1 · γ_u^(−i/(C−1))) (``ssl``),
 disjoint. Class c's unlabelled images are the M_c that follow its labelled ones in the same seeded class
-permutation (``split._first``), so both splits are fixed by ``data.subset_seed`` and nested across ratios.
+order (``split.class_order``), so both splits are fixed by ``data.subset_seed`` and nested across ratios.
 
 The unlabelled labels are kept only to score the pseudo-labels (diagnostics); the trainer never gives them to
 a loss."""
@@ -16,7 +16,7 @@ import numpy as np
 
 from imbalance_lab.data.profiles import exp_counts, step_counts
 from imbalance_lab.data.sources import load_source
-from imbalance_lab.data.split import _TRAIN_STREAM, ImbalancedSplit
+from imbalance_lab.data.split import _TRAIN_STREAM, ImbalancedSplit, class_order
 from imbalance_lab.schema import DataConfig, SSLConfig, check
 
 
@@ -45,12 +45,11 @@ def build_unlabelled(data_cfg: DataConfig, ssl_cfg: SSLConfig, labelled: Imbalan
     taken = [t + v for t, v in zip(labelled.class_counts["train"], labelled.class_counts["val"])]
     parts = []
     for k, (label, n, m) in enumerate(zip(kept, taken, wanted)):
-        members = np.flatnonzero(raw.train_labels == label)
-        check(n + m <= len(members), "ssl.unlabelled_n_max", ssl_cfg.unlabelled_n_max,
-              f"at most {len(members) - n} unlabelled images for class {k} '{labelled.class_names[k]}' "
-              f"({len(members)} in the source, {n} labelled)")
-        order = np.random.default_rng([data_cfg.subset_seed, _TRAIN_STREAM, label]).permutation(len(members))
-        parts.append(members[order[n:n + m]])
+        order = class_order(raw.train_labels, label, [data_cfg.subset_seed, _TRAIN_STREAM, label])
+        check(n + m <= len(order), "ssl.unlabelled_n_max", ssl_cfg.unlabelled_n_max,
+              f"at most {len(order) - n} unlabelled images for class {k} '{labelled.class_names[k]}' "
+              f"({len(order)} in the source, {n} labelled)")
+        parts.append(order[n:n + m])
     idx = np.sort(np.concatenate(parts)).astype(np.int64)
     relabel = np.full(len(raw.class_names), -1, np.int64)
     relabel[kept] = np.arange(c)

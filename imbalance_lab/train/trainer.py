@@ -207,13 +207,13 @@ def fit_stack(members: list[Member], x: torch.Tensor, y: torch.Tensor, *, traine
         if checkpoint is not None and every and (epoch + 1) % every == 0 and epoch + 1 < epochs:
             checkpoint(epoch + 1, [member_state(m, engine, k, epoch + 1) for k, m in enumerate(members)])
         last = members[0].history[-1] if members[0].history else {}
-        bar.set_postfix(loss=f"{last.get('loss', float('nan')):.4f}",
-                        img_s=f"{len(members) * steps * batch_size / seconds:.0f}",
-                        **{k: f"{v:.4f}" for k, v in last.items() if k.endswith("macro_f1")})
+        f1s = {k: v for k, v in last.items() if k.endswith("macro_f1")}
+        rate = len(members) * last.get("images_per_s", 0.0)  # the stack's, as the members' records count them
+        bar.set_postfix(loss=f"{last.get('loss', float('nan')):.4f}", img_s=f"{rate:.0f}",
+                        **{k: f"{v:.4f}" for k, v in f1s.items()})
         if not trainer_cfg.progress:  # no bar (e.g. a batch job's log): one line per epoch instead
             log.info("epoch %d/%d: loss %.4f, %.0f images/s%s", epoch + 1, epochs, last.get("loss", math.nan),
-                     len(members) * steps * batch_size / seconds,
-                     "".join(f", {k} {v:.4f}" for k, v in last.items() if k.endswith("macro_f1")))
+                     rate, "".join(f", {k} {v:.4f}" for k, v in f1s.items()))
     bar.close()
     return engine.name
 
