@@ -13,10 +13,11 @@ difference (ours − published), once per protocol the runs support:
   epoch on the test set, so it is optimistic; ours stays the last epoch.
 
 Metric conversions: ``macro_f1_pct`` = 100 · macro F1; ``top1_error_pct`` = 100 · (1 − accuracy);
-``balanced_error_pct`` = 100 · (1 − balanced accuracy). A cell's runs are those whose imbalance ratio is
-the cell's and whose method / config match the cell's ``ours`` selector (``method=ce``,
-``loss.base=focal loss.beta=0.9999 loss.gamma=1``, ...); when they fall into several summary methods (a
-sweep that also varies e.g. ``optim.lr``), each is a row. Cells the sweep has no runs for are listed as
+``balanced_error_pct`` = 100 · (1 − balanced accuracy); ``top1_acc_pct`` = 100 · accuracy. A cell's
+runs are those whose imbalance ratio is the cell's and whose method / config match the cell's ``ours``
+selector (``method=ce``, ``loss.base=focal loss.beta=0.9999 loss.gamma=1``, ...); when they fall into
+several summary methods (a sweep that also varies e.g. ``optim.lr``), each is a row. The published value
+carries the source's sd over seeds where it gives one. Cells the sweep has no runs for are listed as
 not run: a sweep that holds part of a table compares the part it has.
 
 Writes ``compare_<table>.csv``, ``compare_<table>.md`` and ``compare_<table>.png`` (ours vs published,
@@ -50,6 +51,7 @@ CONVERSIONS = {
     "macro_f1_pct": ("macro_f1", lambda v: 100 * v, "100 · macro F1"),
     "top1_error_pct": ("accuracy", lambda v: 100 * (1 - v), "100 · (1 − accuracy)"),
     "balanced_error_pct": ("balanced_accuracy", lambda v: 100 * (1 - v), "100 · (1 − balanced accuracy)"),
+    "top1_acc_pct": ("accuracy", lambda v: 100 * v, "100 · accuracy"),
 }
 # protocol -> (label, summary column prefix)
 PROTOCOLS = {
@@ -58,7 +60,8 @@ PROTOCOLS = {
     "best_test_epoch": ("best epoch on test (the source's protocol)", "maxtest_test_"),
 }
 COLUMNS = ["dataset", "imbalance_ratio", "published_method", "ours_method", "protocol", "n", "ours_median",
-           "ours_mean", "ours_sd", "published", "difference", "metric", "published_protocol", "source"]
+           "ours_mean", "ours_sd", "published", "published_sd", "difference", "metric", "published_protocol",
+           "source"]
 
 
 class UnknownTable(ValueError):
@@ -183,6 +186,7 @@ def compare(sweep_dir: Path | str, table: str) -> tuple[pd.DataFrame, dict]:
                              "published_method": cell["method"], "ours_method": method, "protocol": protocol,
                              "n": int(stats["n"]), "ours_median": median, "ours_mean": mean,
                              "ours_sd": 100 * sd if pd.notna(sd) else math.nan, "published": cell["value"],
+                             "published_sd": cell["sd"] if cell["sd"] is not None else math.nan,
                              "difference": median - cell["value"], "metric": cell["metric"],
                              "published_protocol": cell["protocol"], "source": cell["source"]})
     evaluations = done["test_evaluations"].dropna()
@@ -205,7 +209,7 @@ def render_markdown(sweep_dir: Path, table: str, frame: pd.DataFrame, facts: dic
              f"seeds {', '.join(map(str, facts['seeds'])) or '–'}."), ""]
     if facts["command"]:
         lines += ["```", facts["command"], "```", ""]
-    if facts["wall_seconds"] is not None:
+    if facts["wall_seconds"] is not None and not math.isnan(facts["wall_seconds"]):
         lines += [(f"Hardware: {'; '.join(facts['devices']) or '?'}. Wall time, first run's start to last run's "
                   f"end: {facts['wall_seconds'] / 60:.1f} min."), ""]
     for metric in sorted({c["metric"] for c in cells}):
@@ -227,7 +231,8 @@ def render_markdown(sweep_dir: Path, table: str, frame: pd.DataFrame, facts: dic
     body = [[_ratio(r["imbalance_ratio"]), r["published_method"], r["ours_method"],
              PROTOCOLS[r["protocol"]][0], str(r["n"]),
              f"{_fmt(r['ours_median'], 2)} ({_fmt(r['ours_mean'], 2)} ± {_fmt(r['ours_sd'], 2)})",
-             _fmt(r["published"], 2), f"{r['difference']:+.2f}"] for r in frame.to_dict("records")]
+             _fmt(r["published"], 2) + (f" ± {_fmt(r['published_sd'], 2)}" if pd.notna(r["published_sd"]) else ""),
+             f"{r['difference']:+.2f}"] for r in frame.to_dict("records")]
     lines += [markdown_table(header, body) if body else "_no run of this sweep matches a cell of the table_", ""]
     if facts["missing"]:
         lines += [f"Cells not run in this sweep ({len(facts['missing'])}): " + ", ".join(

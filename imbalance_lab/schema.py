@@ -158,7 +158,7 @@ class LossConfig:
 
 # ----------------------------------------------------------------------------- optimiser
 OPTIMIZERS = ("adam", "sgd")
-SCHEDULES = ("constant", "multistep", "cosine")
+SCHEDULES = ("constant", "multistep", "cosine", "fixmatch_cosine")  # see train/optim.py
 
 
 @dataclass
@@ -166,8 +166,12 @@ class OptimConfig:
     name: str = MISSING
     lr: float = 1e-3
     weight_decay: float = 0.0
+    # false: no weight decay on normalisation-layer parameters and biases, as FixMatch (decays conv/dense
+    # kernels only) and USB (bn_wd_skip) train
+    decay_norm_and_bias: bool = True
     momentum: float = 0.9  # sgd only
     nesterov: bool = False  # sgd only
+    # cosine: (1 + cos(πk/K))/2; fixmatch_cosine: cos(7πk/16K) (k: step after warm-up, K: steps after warm-up)
     schedule: str = "constant"
     milestones: list[int] = field(default_factory=list)  # multistep: epochs where lr *= gamma
     gamma: float = 0.1
@@ -247,7 +251,7 @@ class MajorityOnlyConfig:
               self.calibration_fraction, "a number in [0, 1)")
 
 
-UNLABELLED_PROFILES = ("exp", "step")
+UNLABELLED_PROFILES = ("exp", "exp_reversed", "step")
 
 
 @dataclass
@@ -266,7 +270,9 @@ class SSLConfig:
     tau: float = 1.0  # τ, the debiasing strength (official code: --tau, default 1.0; its scripts pass 0.4)
     qhat_momentum: float = 0.999  # momentum of q̂, the running mean of the unlabelled weak-view softmax
     ema: float = 0.999  # decay of the weight average that is evaluated
-    unlabelled_profile: str = "exp"  # exp: M_i = floor(M1 · γ_u^(−i/(C−1))); step: half M1, half floor(M1/γ_u)
+    # exp: M_i = floor(M1 · γ_u^(−i/(C−1))); exp_reversed: the same counts, last class largest (USB's γ_u < 0,
+    # a 'distribution differs' case); step: half M1, half floor(M1/γ_u)
+    unlabelled_profile: str = "exp"
     unlabelled_imbalance: float = 100.0  # γ_u >= 1 (1 = balanced)
     unlabelled_n_max: int = 3000  # M1, unlabelled images of the largest class
 

@@ -109,6 +109,31 @@ def test_compare_converts_accuracy_to_error_and_matches_the_sources_setting(tmp_
     assert "focal_gamma1" not in result["rows"]["published_method"].tolist()  # beta 0 was not run
 
 
+def test_compare_debiaspl_cells_select_the_unlabelled_profile_and_report_accuracy(tmp_path):
+    """USB's FixMatch / DebiasPL cells: top-1 accuracy in %, the best test evaluation (USB's protocol) beside our
+    last epoch; the reversed-unlabelled cells take only the runs with that profile, and the source's sd shows."""
+    sweep = tmp_path / "sweep"
+    for method, debias, acc in (("fixmatch", False, 0.70), ("debiaspl", True, 0.72)):
+        for profile, shift in (("exp", 0.0), ("exp_reversed", -0.05)):
+            config = {"seed": 0, "method": "fixmatch", "loss": {"name": "ce"},
+                      "data": {"name": "cifar10_lt", "imbalance": 100, "n_max": 1500},
+                      "ssl": {"debias": debias, "unlabelled_profile": profile, "unlabelled_imbalance": 100,
+                              "unlabelled_n_max": 3000}}
+            last = acc + shift
+            make_run(sweep, {"ssl.debias": debias, "ssl.unlabelled_profile": profile}, config, method,
+                     test={"macro_f1": last - 0.02, "accuracy": last, "balanced_accuracy": last},
+                     history=[{"epoch": 1, "test_accuracy": last + 0.03}, {"epoch": 2, "test_accuracy": last}])
+    result = compare.write_comparison(sweep, "debiaspl_cifar10_lt")
+    rows = result["rows"].set_index(["published_method", "protocol"])
+    assert rows.loc[("debiaspl", "last_epoch"), "ours_median"] == pytest.approx(72.0)
+    assert rows.loc[("debiaspl", "best_test_epoch"), "ours_median"] == pytest.approx(75.0)
+    assert rows.loc[("debiaspl", "last_epoch"), "difference"] == pytest.approx(72.0 - 77.51)
+    assert rows.loc[("fixmatch, unlabelled reversed", "last_epoch"), "ours_median"] == pytest.approx(65.0)
+    assert rows.loc[("fixmatch", "last_epoch"), "published_sd"] == 0.78
+    assert {c["method"] for c in result["facts"]["missing"]} == {"supervised", "fixmatch", "debiaspl"}  # r=150 too
+    assert "| 77.51 ± 0.76 |" in (sweep / "compare_debiaspl_cifar10_lt.md").read_text()
+
+
 def test_compare_refuses_an_unknown_table_or_another_dataset(mnist_sweep, capsys):
     assert report.main([str(mnist_sweep), "--compare", "affinity_mnst"]) == 2
     err = capsys.readouterr().err

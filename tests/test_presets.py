@@ -104,19 +104,25 @@ RECIPES = {
         {},
         {"data.imbalance": "1,10,100", "loss.gamma": "0,0.5,1,2,5", "seed": "0,1,2"},
     ),
-    # FixMatch's CIFAR recipe (Sohn et al. 2020, Sec. 4 and Appendix B.1: SGD lr 0.03, Nesterov momentum 0.9, weight
-    # decay 5e-4, cosine decay, batch 64, mu 7, threshold 0.95, lambda_u 1, EMA 0.999) on the DARP protocol that
-    # DebiasPL's CIFAR10-LT table uses (N1 1500, M1 3000, gamma 100 both); DebiasPL: main_DebiasPL.py --tau
-    # default 1.0 (:145), --qhat_m 0.999 (:157), q_hat initialised uniform (initial_qhat).
+    # USB (microsoft/Semi-supervised-learning), config/classic_cv_imb/fixmatch_debiaspl/
+    # fixmatch_debiaspl_cifar10_lb1500_100_ulb3000_100_0.yaml: net wrn_28_2, num_labels 1500, lb_imb_ratio 100,
+    # ulb_num_labels 3000, ulb_imb_ratio 100 (-100: reversed), optim SGD, lr 0.03, momentum 0.9, weight_decay 5e-4
+    # (get_optimizer: not on BN or bias), cosine num_cycles 7/16 without warm-up, batch_size 64, uratio 2,
+    # p_cutoff 0.95, ulb_loss_ratio 1.0, ema_m 0.999, num_train_iter 262144 (58 steps x 4520 epochs here),
+    # num_eval_iter 1024 (every 18 epochs here); debiaspl.py: debiaspl_tau 0.4, debiaspl_ema_p 0.999, p_hat
+    # initialised uniform. The official DebiasPL code: main_DebiasPL.py --tau default 1.0 (:145; its scripts pass
+    # 0.4), --qhat_m 0.999 (:157).
     "debiaspl_cifar10_lt": (
         {"method": "fixmatch", "data.name": "cifar10_lt", "data.n_max": 1500, "data.imbalance": 100.0,
-         "data.augment": True, "model.name": "resnet32", "optim.name": "sgd", "optim.lr": 0.03,
-         "optim.momentum": 0.9, "optim.nesterov": True, "optim.weight_decay": 5e-4, "optim.schedule": "cosine",
-         "optim.warmup_epochs": 0, "trainer.batch_size": 64, "ssl.mu": 7, "ssl.threshold": 0.95,
-         "ssl.lambda_u": 1.0, "ssl.ema": 0.999, "ssl.debias": False, "ssl.unlabelled_n_max": 3000,
-         "ssl.unlabelled_imbalance": 100.0, "ssl.unlabelled_profile": "exp"},
-        {"ssl.debias=true": {"ssl.tau": 1.0, "ssl.qhat_momentum": 0.999}},
-        {"ssl.debias": "false,true", "ssl.unlabelled_imbalance": "100,1", "seed": "0,1,2"},
+         "data.augment": True, "model.name": "wrn28_2", "optim.name": "sgd", "optim.lr": 0.03,
+         "optim.momentum": 0.9, "optim.nesterov": True, "optim.weight_decay": 5e-4,
+         "optim.decay_norm_and_bias": False, "optim.schedule": "fixmatch_cosine", "optim.warmup_epochs": 0,
+         "trainer.batch_size": 64, "trainer.epochs": 4520, "trainer.eval_every": 18, "ssl.mu": 2,
+         "ssl.threshold": 0.95, "ssl.lambda_u": 1.0, "ssl.ema": 0.999, "ssl.debias": False,
+         "ssl.unlabelled_n_max": 3000, "ssl.unlabelled_imbalance": 100.0, "ssl.unlabelled_profile": "exp"},
+        {"ssl.debias=true": {"ssl.tau": 0.4, "ssl.qhat_momentum": 0.999},
+         "ssl.unlabelled_profile=exp_reversed": {"ssl.unlabelled_imbalance": 100.0}},
+        {"ssl.debias": "false,true", "ssl.unlabelled_profile": "exp,exp_reversed", "seed": "0,1,2"},
     ),
     # Not a source's recipe: debiaspl_cifar10_lt reduced to minutes on a CPU (the protocol's N1:M1 = 1:2 kept).
     "debiaspl_cifar10_lt_cpu": (
@@ -172,6 +178,17 @@ def test_preset_composes_with_its_sources_recipe(compose, preset):
     if stated != sweep:
         wrong.append(f"{preset}: sweep {stated}, the source's {sweep}")
     assert not wrong, "\n".join(wrong)
+
+
+def test_debiaspl_preset_runs_the_sources_number_of_steps_and_evaluations():
+    """USB trains 2^18 steps and evaluates every 1024; our trainer counts epochs of the labelled split (the
+    incomplete last batch dropped), so the preset's epochs and eval_every must land within one epoch of those."""
+    from imbalance_lab.data.profiles import exp_counts
+
+    values = RECIPES["debiaspl_cifar10_lt"][0]
+    steps = sum(exp_counts(values["data.n_max"], 10, values["data.imbalance"])) // values["trainer.batch_size"]
+    assert 0 <= steps * values["trainer.epochs"] - 2 ** 18 < steps
+    assert abs(steps * values["trainer.eval_every"] - 1024) < steps
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -247,7 +264,7 @@ def test_preset_trains_one_epoch_on_tiny_data(tmp_path, mirror, restore_threads,
     if optim["warmup_epochs"]:  # one epoch of a W-epoch linear warm-up: about 1/W of the base rate
         warm = optim["lr"] / optim["warmup_epochs"]
         assert warm <= epoch["lr"] <= warm * (steps + 1) / steps
-    elif optim["schedule"] == "cosine":  # one epoch is the whole (1-epoch) cosine: near its end
+    elif optim["schedule"] in ("cosine", "fixmatch_cosine"):  # one epoch is the whole (1-epoch) cosine: near its end
         assert 0.0 <= epoch["lr"] < optim["lr"]
     else:  # no milestone in the first epoch
         assert epoch["lr"] == pytest.approx(optim["lr"])

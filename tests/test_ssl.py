@@ -138,13 +138,14 @@ def test_q_hat_is_the_momentum_average_of_the_weak_view_softmax_and_the_margin_u
 
 # ----------------------------------------------------------------------------- data and config
 def test_the_unlabelled_split_follows_the_protocol_and_is_disjoint_from_the_labelled_one(mirror):
-    for gamma_u in (100, 1):
+    for profile, gamma_u in (("exp", 100), ("exp", 1), ("exp_reversed", 100)):
         cfg, _, _ = compose_run("experiment=debiaspl_cifar10_lt", f"ssl.unlabelled_imbalance={gamma_u}",
-                                f"data.root={mirror}")
+                                f"ssl.unlabelled_profile={profile}", f"data.root={mirror}")
         labelled = build_split(cfg.data)
         unlabelled = build_unlabelled(cfg.data, cfg.ssl, labelled)
         assert labelled.class_counts["train"] == exp_counts(1500, 10, 100)  # 1500, 899, ..., 15
-        assert unlabelled.class_counts == exp_counts(3000, 10, gamma_u)  # 3000, ..., 30 (or 3000 each)
+        expected = exp_counts(3000, 10, gamma_u)  # 3000, 1798, ..., 30 (or 3000 each)
+        assert unlabelled.class_counts == (expected[::-1] if profile == "exp_reversed" else expected)
         assert not set(unlabelled.indices) & set(labelled.indices["train"])
         assert np.array_equal(np.bincount(unlabelled.hidden_y, minlength=10), unlabelled.class_counts)
     assert build_unlabelled(cfg.data, cfg.ssl, labelled).fingerprint == unlabelled.fingerprint

@@ -15,7 +15,7 @@ from imbalance_lab.run import Job, run_experiment, run_stack
 from imbalance_lab.schema import OptimConfig, TrainerConfig
 from imbalance_lab.train import Member, Precision, fit_stack
 from imbalance_lab.train.augment import random_crop_flip
-from imbalance_lab.train.stack import LoopEngine, VmapEngine, vmap_obstacle
+from imbalance_lab.train.stack import LoopEngine, VmapEngine, make_engine, vmap_obstacle
 
 # Times and the stack's own description differ between a run alone and in a stack; nothing else may.
 TIMING = {"wall_seconds", "train_seconds", "train_images_per_s", "stack"}
@@ -158,3 +158,35 @@ def test_a_stack_continues_from_its_members_states_as_if_never_stopped(stacking)
         assert [h["loss"] for h in a.history] == [h["loss"] for h in b.history]
         for (name, p), q in zip(a.model.state_dict().items(), b.model.state_dict().values()):
             assert torch.equal(p, q), name
+
+
+@pytest.mark.parametrize("stacking", ["loop", "vmap"])
+def test_decay_norm_and_bias_false_spares_normalisation_weights_and_biases_in_either_engine(stacking):
+    """Every parameter set to 1, then one SGD step of the engine's own optimiser(s) (lr 0.1, weight decay 0.5,
+    no momentum) on zero gradients: weight decay alone moves a parameter, to 0.95. With
+    optim.decay_norm_and_bias=false the BatchNorm weights and biases and the head's bias stay at 1; the conv
+    and head weights decay either way."""
+    decayed_always = {"backbone.features.0.0.weight", "backbone.features.2.0.weight",
+                      "backbone.features.4.0.weight", "head.weight"}
+    for decay_norm_and_bias in (True, False):
+        stack = members([FocalLossConfig()] * 2, [0, 1])
+        with torch.no_grad():
+            for m in stack:
+                for p in m.model.parameters():
+                    p.fill_(1.0)
+        optim = OptimConfig(name="sgd", lr=0.1, momentum=0.0, weight_decay=0.5,
+                            decay_norm_and_bias=decay_norm_and_bias)
+        engine = make_engine(stack, TrainerConfig(device="cpu", stacking=stacking), optim, 10, 1, Precision())
+        assert engine.name == stacking
+        optimizers = engine.optimizers if stacking == "loop" else [engine.optimizer]
+        for optimizer in optimizers:
+            for group in optimizer.param_groups:
+                for p in group["params"]:
+                    p.grad = torch.zeros_like(p)
+            optimizer.step()
+        engine.to_members()
+        for m in stack:
+            values = {n: p.unique().tolist() for n, p in m.model.named_parameters()}
+            decayed = {n for n, v in values.items() if v == [pytest.approx(0.95)]}
+            assert decayed | {n for n, v in values.items() if v == [1.0]} == set(values)
+            assert decayed == (set(values) if decay_norm_and_bias else decayed_always)

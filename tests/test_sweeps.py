@@ -405,3 +405,8 @@ def test_published_reference_numbers_are_the_papers():
         "loss.name=cb loss.base=focal loss.beta=0.9999 loss.gamma=2")
     assert cell("affinity_mnist", 10, "ce")["protocol_kind"] == "best_test_epoch"
     assert cell("cb_cifar10_lt", 10, "softmax")["protocol_kind"] == "last_epoch"
+    # USB's reimplementation (results/classic_cv_imb.csv): CIFAR-10, N1=1500, M1=3000, gamma_l = gamma_u = 100
+    debiaspl = cell("debiaspl_cifar10_lt", 100, "debiaspl")
+    assert (debiaspl["value"], debiaspl["sd"], debiaspl["metric"]) == (77.51, 0.76, "top1_acc_pct")
+    assert cell("debiaspl_cifar10_lt", 100, "fixmatch, unlabelled reversed")["value"] == 69.95
+    assert cell("debiaspl_cifar10_lt", 150, "fixmatch")["ours"].endswith("ssl.unlabelled_imbalance=150")

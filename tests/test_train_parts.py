@@ -1,5 +1,8 @@
 """Batched augmentation, the learning-rate schedule and the training loop itself."""
 
+import itertools
+import math
+
 import pytest
 import torch
 
@@ -41,6 +44,23 @@ def test_cosine_ends_near_zero():
     assert lr_factor(0, 10, 10, cfg) == 1.0
     assert lr_factor(50, 10, 10, cfg) == pytest.approx(0.5)
     assert lr_factor(99, 10, 10, cfg) < 1e-3
+
+
+def test_fixmatch_cosine_is_cos_7_pi_k_over_16_K_after_the_warmup():
+    """FixMatch's / USB's schedule: cos(7πk/16K), k counted from the end of the warm-up, K the steps after it
+    (100 without warm-up, 80 with 2 epochs of it); it falls from 1 to cos(7π(K−1)/16K) ≈ 0.2, never to 0."""
+    steps, epochs = 10, 10
+    plain = OptimConfig(name="sgd", schedule="fixmatch_cosine")
+    factors = [lr_factor(s, steps, epochs, plain) for s in range(steps * epochs)]
+    assert factors[0] == 1.0
+    assert factors[-1] == pytest.approx(math.cos(7 * math.pi * 99 / (16 * 100)))
+    assert all(a > b for a, b in itertools.pairwise(factors))
+    warm = OptimConfig(name="sgd", schedule="fixmatch_cosine", warmup_epochs=2)
+    assert lr_factor(19, steps, epochs, warm) == 1.0  # the warm-up's last step
+    assert lr_factor(20, steps, epochs, warm) == 1.0  # k = 0
+    assert lr_factor(20 + 40, steps, epochs, warm) == pytest.approx(math.cos(7 * math.pi / 32))  # k = K/2
+    assert lr_factor(99, steps, epochs, warm) == pytest.approx(math.cos(7 * math.pi * 79 / (16 * 80)))
+    assert lr_factor(99, steps, epochs, warm) == pytest.approx(0.2119, abs=1e-4)
 
 
 def test_fit_evaluates_every_k_epochs_and_after_the_last_and_learns():

@@ -1,7 +1,8 @@
 """The unlabelled split of class-imbalanced semi-supervised learning, drawn from the same training set as the
 labelled one (the protocol of DARP, Kim et al. NeurIPS 2020, used by CReST, ABC and DebiasPL on CIFAR-10-LT):
 labelled N_i = floor(N1 · γ^(−i/(C−1))) (``data``), unlabelled M_i = floor(M1 · γ_u^(−i/(C−1))) (``ssl``),
-disjoint. Class c's unlabelled images are the M_c that follow its labelled ones in the same seeded class
+disjoint; ``ssl.unlabelled_profile=exp_reversed`` gives the largest unlabelled class to the smallest labelled one
+(M_i = floor(M1 · γ_u^(−(C−1−i)/(C−1))), USB's γ_u = −100 case). Class c's unlabelled images are the M_c that follow its labelled ones in the same seeded class
 order (``split.class_order``), so both splits are fixed by ``data.subset_seed`` and nested across ratios.
 
 The unlabelled labels are kept only to score the pseudo-labels (diagnostics); the trainer never gives them to
@@ -35,13 +36,22 @@ class UnlabelledSplit:
                 "fingerprint": self.fingerprint}
 
 
+def unlabelled_counts(ssl_cfg: SSLConfig, num_classes: int, class_names) -> list[int]:
+    """M_c per class of ``ssl.unlabelled_profile``; ``exp_reversed`` is ``exp`` read from the last class."""
+    profile, n_max, ratio = ssl_cfg.unlabelled_profile, ssl_cfg.unlabelled_n_max, ssl_cfg.unlabelled_imbalance
+    if profile == "step":
+        return step_counts(n_max, num_classes, ratio, class_names, "unlabelled")
+    if profile == "exp_reversed":
+        return exp_counts(n_max, num_classes, ratio, class_names[::-1], "unlabelled")[::-1]
+    return exp_counts(n_max, num_classes, ratio, class_names, "unlabelled")
+
+
 def build_unlabelled(data_cfg: DataConfig, ssl_cfg: SSLConfig, labelled: ImbalancedSplit) -> UnlabelledSplit:
     """The unlabelled split beside ``labelled`` (built from ``data_cfg`` by ``build_split``)."""
     raw = load_source(data_cfg.source, data_cfg.root, data_cfg.download_dir, data_cfg.synthetic)
     kept = list(range(len(raw.class_names))) if data_cfg.classes is None else list(data_cfg.classes)
     c = len(kept)
-    counts_fn = exp_counts if ssl_cfg.unlabelled_profile == "exp" else step_counts
-    wanted = counts_fn(ssl_cfg.unlabelled_n_max, c, ssl_cfg.unlabelled_imbalance, labelled.class_names, "unlabelled")
+    wanted = unlabelled_counts(ssl_cfg, c, labelled.class_names)
     taken = [t + v for t, v in zip(labelled.class_counts["train"], labelled.class_counts["val"])]
     parts = []
     for k, (label, n, m) in enumerate(zip(kept, taken, wanted)):

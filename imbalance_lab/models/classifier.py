@@ -6,6 +6,7 @@ from torch import nn
 
 from .cnn import ConvNet
 from .resnet import ResNet32
+from .wrn import WideResNet
 
 BACKBONES = {
     "cnn_mnist": lambda in_ch: ConvNet(in_ch, widths=((32,), (64,), (128,))),
@@ -13,6 +14,7 @@ BACKBONES = {
     "cnn_small": lambda in_ch: ConvNet(in_ch, widths=((32,), (64,), (128,))),
     "cnn_cifar": lambda in_ch: ConvNet(in_ch, widths=((64, 64, 64), (128, 128, 128), (256, 256, 256))),
     "resnet32": lambda in_ch: ResNet32(in_ch),
+    "wrn28_2": lambda in_ch: WideResNet(in_ch),  # FixMatch's / USB's WRN-28-2
 }
 
 

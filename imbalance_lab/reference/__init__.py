@@ -1,7 +1,8 @@
 """Published numbers to compare with, as data (``published.csv``): one row per table cell — table (the
 experiment preset that reproduces it), dataset, imbalance ratio, method (our loss option, or the paper's
 row name where no single option matches, e.g. ``class_balanced_best``), metric (``macro_f1_pct``,
-``top1_error_pct``, ``balanced_error_pct``), value, the protocol the source used (e.g. the maximum over epochs
+``top1_error_pct``, ``balanced_error_pct``, ``top1_acc_pct``), value, sd (the source's spread over seeds, where
+it gives one), the protocol the source used (e.g. the maximum over epochs
 on the test set — not ours, which is last-epoch), ``protocol_kind`` (``last_epoch`` or ``best_test_epoch``:
 which of our protocols is the source's), the source, and ``ours``: which of our runs the cell compares with,
 as ``key=value`` pairs on the run's method and resolved config (``method=ce``; ``loss.name=cb loss.base=focal
@@ -22,6 +23,6 @@ PUBLISHED = Path(__file__).with_name("published.csv")
 def published(table: str | None = None) -> list[dict]:
     """The published cells (of one table, if named), values as floats and ratios as numbers."""
     with open(PUBLISHED, newline="") as f:
-        rows = [dict(r, imbalance_ratio=float(r["imbalance_ratio"]), value=float(r["value"]))
-                for r in csv.DictReader(f)]
+        rows = [dict(r, imbalance_ratio=float(r["imbalance_ratio"]), value=float(r["value"]),
+                     sd=float(r["sd"]) if r["sd"] else None) for r in csv.DictReader(f)]
     return [r for r in rows if table is None or r["table"] == table]

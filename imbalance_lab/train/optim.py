@@ -1,8 +1,19 @@
-"""Optimiser and per-step learning-rate schedule (linear warm-up, then constant / multistep / cosine)."""
+"""Optimiser, which parameters it decays, and the per-step learning-rate schedule: linear warm-up, then
+constant / multistep / cosine / fixmatch_cosine.
+
+With k the step after warm-up and K the number of steps after warm-up:
+
+- ``cosine``: factor = (1 + cos(π k / K)) / 2 (SGDR, Loshchilov & Hutter 2017, one cycle without restart);
+- ``fixmatch_cosine``: factor = cos(7π k / (16 K)) (FixMatch, Sohn et al. 2020, §4; USB's
+  ``get_cosine_schedule_with_warmup`` with num_cycles = 7/16): it ends at cos(7π/16) ≈ 0.2, not 0.
+"""
 
 import math
 
 import torch
+from torch import nn
+
+NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.GroupNorm, nn.LayerNorm)
 
 
 def build_optimizer(params, cfg) -> torch.optim.Optimizer:
@@ -10,6 +21,16 @@ def build_optimizer(params, cfg) -> torch.optim.Optimizer:
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
                            weight_decay=cfg.weight_decay)
+
+
+def exclude_norm_and_bias_from_decay(*modules: nn.Module) -> None:
+    """Flag every normalisation-layer parameter and every bias ``no_weight_decay`` (``optim.decay_norm_and_bias
+    = false``), as FixMatch and USB do (USB: ``'bn' in name or 'bias' in name``)."""
+    for module in modules:
+        for m in module.modules():
+            for name, p in m.named_parameters(recurse=False):
+                if isinstance(m, NORMS) or name == "bias":
+                    p.no_weight_decay = True
 
 
 def lr_factor(step: int, steps_per_epoch: int, epochs: int, cfg) -> float:
@@ -20,9 +41,11 @@ def lr_factor(step: int, steps_per_epoch: int, epochs: int, cfg) -> float:
     epoch = step // steps_per_epoch
     if cfg.schedule == "multistep":
         return cfg.gamma ** sum(epoch >= m for m in cfg.milestones)
+    progress = (step - warmup_steps) / max(1, epochs * steps_per_epoch - warmup_steps)  # k / K
     if cfg.schedule == "cosine":
-        progress = (step - warmup_steps) / max(1, epochs * steps_per_epoch - warmup_steps)
         return 0.5 * (1 + math.cos(math.pi * progress))
+    if cfg.schedule == "fixmatch_cosine":
+        return math.cos(7 * math.pi * progress / 16)
     return 1.0
 
 

@@ -18,7 +18,7 @@ import logging
 import torch
 from torch.func import functional_call, stack_module_state
 
-from .optim import build_optimizer, build_scheduler
+from .optim import build_optimizer, build_scheduler, exclude_norm_and_bias_from_decay
 from .precision import Precision
 
 log = logging.getLogger(__name__)
@@ -190,7 +190,11 @@ def vmap_obstacle(members) -> str | None:
 
 def make_engine(members, trainer_cfg, optim_cfg, steps: int, epochs: int, precision: Precision):
     """``trainer.stacking``: ``loop``; ``vmap``; ``auto`` = vmap for a stack of two or more on CUDA, else
-    loop. A stack that cannot be vmapped trains as a loop, with the reason logged."""
+    loop. A stack that cannot be vmapped trains as a loop, with the reason logged. ``optim.decay_norm_and_bias
+    = false`` flags the members' parameters here, before either engine builds its parameter groups."""
+    if not optim_cfg.decay_norm_and_bias:
+        for m in members:
+            exclude_norm_and_bias_from_decay(m.model, m.loss_fn)
     choice = trainer_cfg.stacking
     if choice == "auto":
         choice = "vmap" if precision.device_type == "cuda" and len(members) > 1 else "loop"
