@@ -2,6 +2,7 @@
 strong augmentation, the unlabelled split, and that a run trains through the one loop, deterministically,
 resumably, without ever giving the unlabelled labels to the loss."""
 
+import copy
 import math
 import os
 import shutil
@@ -20,11 +21,13 @@ from imbalance_lab.data.unlabelled import build_unlabelled
 from imbalance_lab.losses import build_loss
 from imbalance_lab.losses.ce import CELossConfig
 from imbalance_lab.losses.fixmatch import FixMatchLoss, debiased_pseudo_labels
-from imbalance_lab.schema import ConfigError, SSLConfig
+from imbalance_lab.models import build_model
+from imbalance_lab.schema import ConfigError, OptimConfig, SSLConfig, TrainerConfig
 from imbalance_lab.train import Member, randaugment
 from imbalance_lab.train.randaugment import OPS, strong_augment
 from imbalance_lab.train.semi import FixMatchObjective
 from imbalance_lab.train.stack import vmap_obstacle
+from imbalance_lab.train.trainer import fit_stack
 
 # 3 synthetic classes, 16x16: labelled 40/20/10, unlabelled 60/30/15 (from the same 120 per class).
 SSL = ["data=synthetic", "data.synthetic.num_classes=3", "data.synthetic.train_per_class=120",
@@ -212,17 +215,49 @@ def test_fixmatch_and_debiaspl_runs_record_pseudo_labels_and_resume_exactly(tmp_
     assert {"head.weight"} <= set(torch.load(tmp_path / "alone" / "model.pt", weights_only=True))
 
 
-def test_fixmatch_members_stack_on_their_data_and_are_not_vmapped():
+def test_fixmatch_runs_stack_when_they_share_the_unlabelled_split():
     fix, _, _ = compose_run(*SSL, "ssl.debias=false")
     debias, _, _ = compose_run(*SSL, "ssl.debias=true", "ssl.tau=0.4", "seed=1")
     other_data, _, _ = compose_run(*SSL, "ssl.unlabelled_n_max=50")
     assert run.stack_key(fix) == run.stack_key(debias) != run.stack_key(other_data)
     assert run.method_name(fix) == "fixmatch" and run.method_name(debias) == "debiaspl"
-    # the EMA reads each member's weights after every step, which a vmapped engine only writes back per epoch
-    members = []
-    for seed in (0, 1):
-        model, loss_fn = torch.nn.Linear(4, 3), fixmatch_loss(debias=True)
-        objective = FixMatchObjective(model, loss_fn, torch.zeros(8, 3, 4, 4, dtype=torch.uint8),
-                                      torch.zeros(8, dtype=torch.long), mu=1, batch_size=2, ema_decay=0.9)
-        members.append(Member(model, loss_fn, torch.Generator().manual_seed(seed), objective=objective))
-    assert "EMA" in vmap_obstacle(members)
+
+
+def fixmatch_members(debias=(False, True), seeds=(0, 1)):
+    g = torch.Generator().manual_seed(0)
+    unlabelled = torch.randint(0, 256, (64, 3, 16, 16), dtype=torch.uint8, generator=g)
+    hidden = torch.randint(0, 3, (64,), generator=g)
+    out = []
+    for d, seed in zip(debias, seeds):
+        torch.manual_seed(seed)
+        loss_fn = FixMatchLoss(build_loss(CELossConfig(), [40, 20, 10]), SSLConfig(debias=d, threshold=0.5))
+        model = build_model("cnn_small", 3, 3, [0.5] * 3, [0.25] * 3, make_head=loss_fn.make_head)
+        objective = FixMatchObjective(model, loss_fn, unlabelled, hidden, mu=2, batch_size=16, ema_decay=0.9)
+        out.append(Member(model, loss_fn, torch.Generator().manual_seed(seed), objective=objective))
+    return out
+
+
+def test_a_vmapped_fixmatch_stack_averages_the_weights_it_trains():
+    """The EMA follows each member's weights after every step, also when they live in a vmapped stack (the
+    members' modules get them only at the end of the epoch): after one epoch each member's EMA is the loop's,
+    to float rounding — not its initial weights."""
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randint(0, 256, (70, 3, 16, 16), dtype=torch.uint8, generator=g), torch.arange(70) % 3
+    emas, losses = {}, {}
+    for stacking in ("loop", "vmap"):
+        members = fixmatch_members()
+        assert vmap_obstacle(members) is None
+        initial = [copy.deepcopy(m.model.state_dict()) for m in members]
+        trainer = TrainerConfig(epochs=1, batch_size=16, device="cpu", progress=False, stacking=stacking,
+                                bn_recalibration_batches=1)
+        engine = fit_stack(members, x, y, trainer_cfg=trainer, optim_cfg=OptimConfig(name="sgd", lr=0.05),
+                           augment=True)
+        assert engine == stacking
+        emas[stacking] = [m.objective.ema.state_dict() for m in members]
+        losses[stacking] = [m.history[0]["loss"] for m in members]
+    assert losses["vmap"] == pytest.approx(losses["loop"], rel=1e-4)
+    for start, loop, vmap in zip(initial, emas["loop"], emas["vmap"]):
+        weights = [name for name in loop if name.endswith(".weight")]
+        moved = torch.cat([(loop[n] - start[n]).flatten() for n in weights]).norm()
+        apart = torch.cat([(vmap[n] - loop[n]).flatten() for n in weights]).norm()
+        assert moved > 0 and apart < 0.01 * moved

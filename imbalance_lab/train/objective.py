@@ -10,9 +10,10 @@ import torch
 
 
 class Objective:
-    # True when ``after_step`` reads the member's own module weights, which a vmapped engine only writes back
-    # at the end of an epoch (``train.stack.vmap_obstacle``).
-    reads_weights_every_step = False
+    def bind_weights(self, weights: dict[str, torch.Tensor]) -> None:
+        """``weights``: by state-dict name, the tensors that hold the member's current weights and buffers
+        during training — its module's own, or its slice of a vmapped stack (``engine.live_weights``), which
+        the module only receives at the end of an epoch. Called once the engine is built."""
 
     def start_epoch(self, generator: torch.Generator, steps: int) -> None:
         """Before the epoch's first step, after the loop drew the labelled order from ``generator``."""

@@ -31,24 +31,25 @@ from .randaugment import strong_augment
 
 
 class FixMatchObjective(Objective):
-    reads_weights_every_step = True
-
     def __init__(self, model: torch.nn.Module, loss_fn, unlabelled_x: torch.Tensor, hidden_y: torch.Tensor,
                  mu: int, batch_size: int, ema_decay: float):
         self.loss_fn = loss_fn
         self.unlabelled_x, self.hidden_y = unlabelled_x, hidden_y
         self.per_step, self.decay = mu * batch_size, ema_decay
         self.ema = copy.deepcopy(model).requires_grad_(False)
-        # state_dict() tensors share storage with the modules' (updated in place by the optimiser, load_state_dict
-        # and BatchNorm), so the pairs are made once.
-        pairs = list(zip(self.ema.state_dict().values(), model.state_dict().values()))
-        self.averaged = [(e, m) for e, m in pairs if e.dtype.is_floating_point]
-        self.copied = [(e, m) for e, m in pairs if not e.dtype.is_floating_point]
+        self.bind_weights(model.state_dict())
         self.num_classes = loss_fn.num_classes
         self.order = torch.empty(0, dtype=torch.long)
         self.drawn: torch.Tensor | None = None
         self.confusion = torch.empty(0)
         self.final_confusion: list[list[int]] = []
+
+    def bind_weights(self, weights):
+        # the tensors share storage with what the optimiser, load_state_dict and BatchNorm update in place, so
+        # the (EMA, live) pairs are made once
+        pairs = [(e, weights[name]) for name, e in self.ema.state_dict().items()]
+        self.averaged = [(e, m) for e, m in pairs if e.dtype.is_floating_point]
+        self.copied = [(e, m) for e, m in pairs if not e.dtype.is_floating_point]
 
     def start_epoch(self, generator, steps):
         n, device = len(self.hidden_y), self.hidden_y.device

@@ -87,6 +87,10 @@ class LoopEngine:
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
 
+    def live_weights(self, k: int) -> dict[str, torch.Tensor]:
+        """Member k's current weights and buffers by state-dict name: its module's own."""
+        return self.members[k].model.state_dict()
+
     def to_members(self) -> None:
         """The members' modules hold the current weights (they always do here)."""
 
@@ -156,6 +160,12 @@ class VmapEngine:
         self.optimizer.load_state_dict({"state": stacked, "param_groups": first["param_groups"]})
         self.scheduler.load_state_dict(states[0]["scheduler"])
 
+    def live_weights(self, k: int) -> dict[str, torch.Tensor]:
+        """Member k's current weights and buffers by state-dict name: views of its slice of the stack, updated
+        in place every step (its module gets them only at the end of an epoch, ``to_members``)."""
+        stacked = self.params | self.buffers
+        return {n: stacked[n].detach()[k] for n in self.members[k].model.state_dict()}
+
     @torch.no_grad()
     def to_members(self) -> None:
         for k, m in enumerate(self.members):
@@ -173,8 +183,6 @@ def vmap_obstacle(members) -> str | None:
     """Why these members cannot be one vmapped model (None if they can)."""
     if len(members) < 2:
         return "a stack of one"
-    if any(m.objective.reads_weights_every_step for m in members):
-        return "the members' objective reads their weights after every step (e.g. FixMatch's EMA)"
     # One module runs every member's weights, so the modules must be alike to the last setting (shapes,
     # and plain attributes such as the affinity head's sigma, which their reprs show).
     shapes = [[(n, tuple(t.shape)) for n, t in [*m.model.named_parameters(), *m.model.named_buffers()]]

@@ -140,6 +140,8 @@ def fit_stack(members: list[Member], x: torch.Tensor, y: torch.Tensor, *, traine
         m.model.load_state_dict(state["model"])
         m.loss_fn.load_state_dict(state["loss"])
     engine = make_engine(members, trainer_cfg, optim_cfg, steps, epochs, precision)
+    for k, m in enumerate(members):
+        m.objective.bind_weights(engine.live_weights(k))
     if resume:
         engine.load_optim_states([state["optim"] for state in resume])
         for m, state in zip(members, resume):
