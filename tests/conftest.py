@@ -20,8 +20,8 @@ TINY = [
 ]
 # Threads are pinned: results on CPU depend on the thread count, and tiny runs are many times slower with
 # two threads spinning on a busy 2-core machine. In this process: 2 (the CI machine's cores, one test at a
-# time); in a CLI subprocess: 1.
-IN_PROCESS_THREADS = 2
+# time), 1 under pytest-xdist (a worker per core); in a CLI subprocess: 1.
+IN_PROCESS_THREADS = 1 if os.environ.get("PYTEST_XDIST_WORKER") else 2
 CLI_ENV = {"PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 

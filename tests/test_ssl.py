@@ -255,7 +255,7 @@ def test_a_vmapped_fixmatch_stack_averages_the_weights_it_trains():
         assert engine == stacking
         emas[stacking] = [m.objective.ema.state_dict() for m in members]
         losses[stacking] = [m.history[0]["loss"] for m in members]
-    assert losses["vmap"] == pytest.approx(losses["loop"], rel=1e-4)
+    assert losses["vmap"] == pytest.approx(losses["loop"], rel=1e-3)
     for start, loop, vmap in zip(initial, emas["loop"], emas["vmap"]):
         weights = [name for name in loop if name.endswith(".weight")]
         moved = torch.cat([(loop[n] - start[n]).flatten() for n in weights]).norm()
