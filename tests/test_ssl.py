@@ -261,3 +261,31 @@ def test_a_vmapped_fixmatch_stack_averages_the_weights_it_trains():
         moved = torch.cat([(loop[n] - start[n]).flatten() for n in weights]).norm()
         apart = torch.cat([(vmap[n] - loop[n]).flatten() for n in weights]).norm()
         assert moved > 0 and apart < 0.01 * moved
+
+
+def test_compare_pseudo_labels_script_names_runs_by_what_differs(tmp_path, monkeypatch):
+    import importlib.util
+    import json
+
+    from conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("compare_pseudo_labels", REPO / "scripts" / "compare_pseudo_labels.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    history = [{"epoch": 1, "pseudo_label_counts": [3, 1, 0], "q_hat": [0.4, 0.35, 0.25]}]
+    folders = []
+    for name, method, debias, profile in (("a", "fixmatch", False, "exp"), ("b", "debiaspl", True, "exp_reversed"),
+                                          ("c", "debiaspl", True, "exp_reversed")):
+        folders.append(tmp_path / name)
+        folders[-1].mkdir()
+        config = {"seed": 0, "ssl": {"debias": debias, "unlabelled_profile": profile}}
+        (folders[-1] / "metrics.json").write_text(json.dumps({
+            "method": method, "config": config, "history": history, "dataset": "synthetic",
+            "data": {"class_names": ["a", "b", "c"]}}))
+    metrics = [json.loads((f / "metrics.json").read_text()) for f in folders]
+    assert script.labels(metrics, folders) == ["fixmatch unlabelled_profile=exp",
+                                               "debiaspl unlabelled_profile=exp_reversed (b)",
+                                               "debiaspl unlabelled_profile=exp_reversed (c)"]
+    monkeypatch.setattr("sys.argv", ["compare_pseudo_labels.py", *map(str, folders), "-o", str(tmp_path / "p.png")])
+    script.main()
+    assert (tmp_path / "p.png").stat().st_size > 0
