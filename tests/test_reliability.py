@@ -79,9 +79,15 @@ def test_an_unexpected_error_in_one_run_is_recorded_and_the_sweep_goes_on(tmp_pa
 
 def test_ctrl_c_is_one_line_and_exit_code_130(tmp_path):
     run_dir = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "imbalance_lab", *TINY, "trainer.epochs=500",
-                             f"hydra.run.dir={run_dir}"], cwd=REPO, env={**os.environ, **CLI_ENV},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A shell starts background jobs (`pytest ... &`, a CI script run that way) with SIGINT ignored, which a child
+    # inherits; one with a handler here starts with Ctrl-C's default, as a terminal's foreground command does.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "imbalance_lab", *TINY, "trainer.epochs=500",
+                                 f"hydra.run.dir={run_dir}"], cwd=REPO, env={**os.environ, **CLI_ENV},
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     deadline = time.time() + 120
     while not (run_dir / "subset_indices.npz").exists() and time.time() < deadline:  # training has started
         time.sleep(0.2)
