@@ -2,8 +2,9 @@
 labelled one (the protocol of DARP, Kim et al. NeurIPS 2020, used by CReST, ABC and DebiasPL on CIFAR-10-LT):
 labelled N_i = floor(N1 · γ^(−i/(C−1))) (``data``), unlabelled M_i = floor(M1 · γ_u^(−i/(C−1))) (``ssl``),
 disjoint; ``ssl.unlabelled_profile=exp_reversed`` gives the largest unlabelled class to the smallest labelled one
-(M_i = floor(M1 · γ_u^(−(C−1−i)/(C−1))), USB's γ_u = −100 case). Class c's unlabelled images are the M_c that follow its labelled ones in the same seeded class
-order (``split.class_order``), so both splits are fixed by ``data.subset_seed`` and nested across ratios.
+(M_i = floor(M1 · γ_u^(−(C−1−i)/(C−1))), USB's γ_u = −100 case). Class c's unlabelled images are the M_c that
+follow its labelled ones in the same seeded class order (``split.class_order``), so both splits are fixed by
+``data.subset_seed`` and nested across ratios.
 
 The unlabelled labels are kept only to score the pseudo-labels (diagnostics); the trainer never gives them to
 a loss."""
