@@ -192,9 +192,10 @@ def compare(sweep_dir: Path | str, table: str) -> tuple[pd.DataFrame, dict]:
     evaluations = done["test_evaluations"].dropna()
     finished = pd.to_datetime(done["finished_at"], errors="coerce")
     started = finished - pd.to_timedelta(done["wall_seconds"], unit="s")
+    span = (finished.max() - started.min()).total_seconds() if len(done) else math.nan  # nan: no finishing times
     facts = {"command": sweep_command(sweep_dir), "devices": sorted({d for d in map(device_of, settings.values()) if d}),
              "seeds": sorted({int(x) for x in done["seed"].dropna()}),
-             "wall_seconds": (finished.max() - started.min()).total_seconds() if len(done) else None,
+             "wall_seconds": None if math.isnan(span) else span,
              "notes": sorted({str(n) for n in done["dataset_note"].dropna() if str(n).strip()}),
              "datasets": datasets, "missing": missing, "epochs": sorted({int(e) for e in done["epochs"].dropna()}),
              "test_evaluations": sorted({int(e) for e in evaluations}), "runs": len(runs), "done": len(done)}
@@ -209,7 +210,7 @@ def render_markdown(sweep_dir: Path, table: str, frame: pd.DataFrame, facts: dic
              f"seeds {', '.join(map(str, facts['seeds'])) or '–'}."), ""]
     if facts["command"]:
         lines += ["```", facts["command"], "```", ""]
-    if facts["wall_seconds"] is not None and not math.isnan(facts["wall_seconds"]):
+    if facts["wall_seconds"] is not None:
         lines += [(f"Hardware: {'; '.join(facts['devices']) or '?'}. Wall time, first run's start to last run's "
                   f"end: {facts['wall_seconds'] / 60:.1f} min."), ""]
     for metric in sorted({c["metric"] for c in cells}):

@@ -3,6 +3,8 @@ strong augmentation, the unlabelled split, and that a run trains through the one
 resumably, without ever giving the unlabelled labels to the loss."""
 
 import copy
+import importlib.util
+import json
 import math
 import os
 import shutil
@@ -12,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import compose_run, run_in_process
+from conftest import REPO, compose_run, run_in_process
 
 from imbalance_lab import checkpoint, run
 from imbalance_lab.data import build_split
@@ -264,11 +266,6 @@ def test_a_vmapped_fixmatch_stack_averages_the_weights_it_trains():
 
 
 def test_compare_pseudo_labels_script_names_runs_by_what_differs(tmp_path, monkeypatch):
-    import importlib.util
-    import json
-
-    from conftest import REPO
-
     spec = importlib.util.spec_from_file_location("compare_pseudo_labels", REPO / "scripts" / "compare_pseudo_labels.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
