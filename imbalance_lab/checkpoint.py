@@ -8,6 +8,11 @@ checkpoint that loads and belongs to the same config; an unreadable (truncated) 
 before, or to the start. A stack resumes from the newest epoch every member has. A finished run keeps its
 final weights as ``model.pt`` (a state dict: ``torch.load(path, weights_only=True)``) and drops its
 checkpoints.
+
+Files are device-free: every tensor is saved from the CPU and loaded onto the CPU (``map_location="cpu"``),
+so a file written on a GPU loads on a machine without one and random-generator states come back as the CPU
+byte tensors ``Generator.set_state`` takes; loading a state into a model or optimiser moves it to the
+device of their parameters.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from pathlib import Path
 import torch
 
 from .atomic import atomic_write
+from .train.trainer import to_cpu
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +42,13 @@ def save(out_dir: Path, state: dict) -> None:
     path = Path(out_dir) / CHECKPOINT
     if path.exists():
         os.replace(path, Path(out_dir) / PREVIOUS)
+    state = to_cpu(state)
     atomic_write(path, lambda f: torch.save(state, f))
 
 
-def _load(path: Path, config: str, device: torch.device) -> dict | None:
+def _load(path: Path, config: str) -> dict | None:
     try:
-        state = torch.load(path, map_location=device, weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         return None
     except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:  # truncated, damaged
@@ -53,9 +60,10 @@ def _load(path: Path, config: str, device: torch.device) -> dict | None:
     return state
 
 
-def latest(out_dirs: list[Path], configs: list[str], device: torch.device) -> list[dict] | None:
-    """The newest checkpoints of the same epoch for every run, or None (start from scratch)."""
-    found = [[s for s in (_load(Path(d) / name, c, device) for name in (CHECKPOINT, PREVIOUS)) if s]
+def latest(out_dirs: list[Path], configs: list[str]) -> list[dict] | None:
+    """The newest checkpoints of the same epoch for every run (tensors on the CPU), or None (start from
+    scratch)."""
+    found = [[s for s in (_load(Path(d) / name, c) for name in (CHECKPOINT, PREVIOUS)) if s]
              for d, c in zip(out_dirs, configs)]
     epochs = sorted({s["epoch"] for s in found[0]}, reverse=True) if found else []
     for epoch in epochs:
@@ -68,6 +76,7 @@ def latest(out_dirs: list[Path], configs: list[str], device: torch.device) -> li
 def finish(out_dir: Path, model: torch.nn.Module | None) -> None:
     """Keep the final weights (a finished run) and drop the checkpoints."""
     if model is not None:
-        atomic_write(Path(out_dir) / FINAL_WEIGHTS, lambda f: torch.save(model.state_dict(), f))
+        weights = to_cpu(model.state_dict())
+        atomic_write(Path(out_dir) / FINAL_WEIGHTS, lambda f: torch.save(weights, f))
     for name in (CHECKPOINT, PREVIOUS):
         (Path(out_dir) / name).unlink(missing_ok=True)

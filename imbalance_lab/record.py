@@ -17,14 +17,16 @@ from .evaluation import Outcome
 from .metrics import format_report, plot_confusion
 from .plots import plot_embedding, plot_pseudo_labels
 from .runfolder import METRICS_FILE, library_versions, save_npz_atomic, write_json_atomic
+from .train.precision import Precision
 
 log = logging.getLogger(__name__)
 
 
-def device_info(device: torch.device) -> dict:
+def device_info(device: torch.device, precision: dict) -> dict:
+    """The device and the precision policy a run trained with (``train.precision``)."""
     if device.type == "cuda":
-        return {"type": "cuda", "name": torch.cuda.get_device_name(device)}
-    return {"type": "cpu", "name": "cpu", "threads": torch.get_num_threads()}
+        return {"type": "cuda", "name": torch.cuda.get_device_name(device), **precision}
+    return {"type": "cpu", "name": "cpu", "threads": torch.get_num_threads(), **precision}
 
 
 def with_threads(resolved_config: dict, device: torch.device) -> dict:
@@ -46,6 +48,7 @@ class RunRecord:
         self.device, self.resolved_config = device, with_threads(resolved_config, device)
         self.started = time.time()
         self.resumed_from: int | None = None  # the epoch of the checkpoint this run continued from
+        self.resumed_from_device: str | None = None  # that checkpoint's device type, where it was another
         self.out_dir.mkdir(parents=True, exist_ok=True)
         extra = {"unlabelled": unlabelled.indices} if unlabelled is not None else {}
         save_npz_atomic(self.out_dir / "subset_indices.npz", **split.indices, **extra)
@@ -69,11 +72,12 @@ class RunRecord:
             "history": history,
             "data": self.split.summary() | ({"unlabelled": self.unlabelled.summary()} if self.unlabelled else {}),
             "config": self.resolved_config,
-            "device": device_info(self.device),
+            "device": device_info(self.device, Precision.of(self.cfg.trainer, self.device).describe()),
             "seed": self.cfg.seed,
             "epochs": self.cfg.trainer.epochs,
             "train_seconds": train_seconds,
             "resumed_from_epoch": self.resumed_from,
+            "resumed_from_device": self.resumed_from_device,
             "stack": stack or {"size": 1, "engine": "loop", "runs": [str(self.out_dir)]},
             "wall_seconds": time.time() - self.started,
             "train_images_per_s": float(np.mean([h["images_per_s"] for h in history])) if history else None,

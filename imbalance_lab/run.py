@@ -8,6 +8,7 @@ import dataclasses
 import logging
 import random
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,9 +48,22 @@ def seed_everything(seed: int, device: torch.device) -> torch.Generator:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+@contextmanager
+def determinism(device: torch.device):
+    """Deterministic algorithms for a CPU run (same config and seed, same numbers), restored afterwards: the
+    setting is process-wide, and a CUDA run later in the same process (a sweep in one process) would
+    otherwise inherit it and fail in kernels that have no deterministic CUDA version. A CUDA run keeps the
+    process's setting."""
+    before = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True)
-    return torch.Generator(device=device).manual_seed(seed)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
 
 
 def method_name(cfg: Config, loss_option: str | None = None) -> str:
@@ -73,13 +87,13 @@ SSL_STACK_FIELDS = ("mu", "unlabelled_profile", "unlabelled_imbalance", "unlabel
 
 def stack_key(cfg: Config) -> str | None:
     """Runs with the same key can train as one stack: everything but the seed and the loss's own
-    hyperparameters is the same (data, model, optimiser, trainer, sampler, loss kind, unlabelled split). None:
-    never stacked."""
+    hyperparameters is the same (data, model, optimiser, trainer, sampler, loss kind and the loss settings
+    that shape the head, unlabelled split). None: never stacked."""
     if cfg.method in SOLO_METHODS:
         return None
     fields = dataclasses.asdict(cfg)
     fields.pop("seed")
-    fields["loss"] = cfg.loss.name
+    fields["loss"] = [cfg.loss.name, *(getattr(cfg.loss, f) for f in cfg.loss.head_fields)]
     fields["ssl"] = {k: fields["ssl"][k] for k in SSL_STACK_FIELDS}
     return repr(sorted(fields.items()))
 
@@ -116,11 +130,13 @@ def train_members(jobs: list[Job], members: list[Member], records: list[RunRecor
     """Train the stack (from its runs' checkpoints, if they have them; writing new ones as it goes); the
     engine's name and each run's (outcome, status, reason)."""
     hashes = [checkpoint.config_hash(job.resolved_config) for job in jobs]
-    resume = checkpoint.latest([job.out_dir for job in jobs], hashes, device)
+    resume = checkpoint.latest([job.out_dir for job in jobs], hashes)
     if resume:
         log.info("resuming from the checkpoints of epoch %d", resume[0]["epoch"])
         for m, state, record in zip(members, resume, records):
             m.on_eval.best_val, record.resumed_from = state["best_val"], state["epoch"]
+            if state.get("device", device.type) != device.type:
+                record.resumed_from_device = state["device"]
 
     def save(epoch: int, states: list[dict]) -> None:
         for job, m, state, digest in zip(jobs, members, states, hashes):
@@ -141,6 +157,12 @@ def run_stack(jobs: list[Job]) -> list[dict]:
     first = jobs[0].cfg
     assert len({stack_key(j.cfg) for j in jobs}) == 1 and (len(jobs) == 1 or stack_key(first)), "not one stack"
     device = resolve_device(first.trainer.device)
+    with determinism(device):
+        return _run_stack(jobs, device)
+
+
+def _run_stack(jobs: list[Job], device: torch.device) -> list[dict]:
+    first = jobs[0].cfg
     if first.trainer.threads:
         torch.set_num_threads(first.trainer.threads)
     split = build_split(first.data)

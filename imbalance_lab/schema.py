@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -142,6 +142,10 @@ class LossConfig:
     """The base of every loss's config class (each loss module defines its own and registers it with the
     loss; ``imbalance_lab.configstore`` stores them as ``schema/loss/<name>``). Fields every loss has: deferred re-weighting (DRW, Cao et al. 2019) of its per-sample losses."""
 
+    # the settings that shape the model's head (e.g. the affinity head's centres per class and sigma): runs
+    # that differ in them cannot share one vmapped model, so they are not put in one stack
+    head_fields: ClassVar[tuple[str, ...]] = ()
+
     name: str = MISSING
     drw_epoch: int | None = None  # 1-based epoch from which class-balanced weights apply; None = never
     drw_beta: float = 0.9999  # β of the DRW weights w_c ∝ (1 − β) / (1 − β^{n_c})
@@ -199,9 +203,14 @@ class TrainerConfig:
     batch_size: int = 128
     eval_every: int = 5  # evaluate every k epochs, and always after the last
     device: str = "auto"
-    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
-    channels_last: bool = True  # on CUDA
-    compile: bool = False  # torch.compile the model (CUDA)
+    # bf16 convolutions and linear layers, float32 normalisation and losses (train/precision.py), the same
+    # arithmetic on every device; null = on for CUDA, off on CPU
+    amp: bool | None = None
+    channels_last: bool | None = None  # NHWC inputs and weights; null = on for CUDA, off on CPU
+    compile: bool = False  # torch.compile the forward pass (each member's, or the vmapped stack's)
+    # raise at any host sync inside the step loop (CUDA: torch.cuda.set_sync_debug_mode; CPU: the operators
+    # that sync on CUDA; train/sync.py): a debugging aid for the loop's speed
+    sync_check: bool = False
     progress: bool = True  # tqdm bar
     bn_recalibration_batches: int = 20  # before each evaluation, BatchNorm statistics from k training batches
     # runs trained together: auto = one vmapped model on CUDA, member after member on CPU; loop; vmap

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 from conftest import CLI_ENV, REPO, TINY, run_in_process
 
@@ -25,9 +26,12 @@ def comparable(metrics: dict) -> dict:
                     for h in metrics["history"]]}
 
 
-def test_a_killed_run_continues_from_its_checkpoint_and_ends_as_if_never_stopped(tmp_path):
+@pytest.mark.parametrize("policy", [[], ["trainer.amp=true", "trainer.channels_last=true"]],
+                         ids=["fp32", "bf16_channels_last"])  # the second: the GPU's arithmetic (test_gpu_path.py)
+def test_a_killed_run_continues_from_its_checkpoint_and_ends_as_if_never_stopped(tmp_path, policy):
+    args = [*RUN, *policy]
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "imbalance_lab", *RUN, f"hydra.run.dir={killed}"], cwd=REPO,
+    proc = subprocess.Popen([sys.executable, "-m", "imbalance_lab", *args, f"hydra.run.dir={killed}"], cwd=REPO,
                             env={**os.environ, **CLI_ENV}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 180
     while not (killed / checkpoint.CHECKPOINT).exists() and proc.poll() is None and time.time() < deadline:
@@ -36,8 +40,8 @@ def test_a_killed_run_continues_from_its_checkpoint_and_ends_as_if_never_stopped
     proc.wait(timeout=60)
     assert not (killed / "metrics.json").exists(), "the run ended before it could be killed"
 
-    resumed = run_in_process(killed, *RUN)  # started again in the same folder
-    alone = run_in_process(tmp_path / "uninterrupted", *RUN)
+    resumed = run_in_process(killed, *args)  # started again in the same folder
+    alone = run_in_process(tmp_path / "uninterrupted", *args)
     assert resumed["resumed_from_epoch"] >= 2 and alone["resumed_from_epoch"] is None
     assert resumed["status"] == alone["status"] == "done"
     assert comparable(resumed) == comparable(alone)
@@ -52,16 +56,16 @@ def test_a_truncated_checkpoint_falls_back_to_the_one_before(tmp_path):
     digest = checkpoint.config_hash({"seed": 0})
     for epoch in (2, 4):
         checkpoint.save(tmp_path, {"epoch": epoch, "config_hash": digest, "weights": torch.ones(3) * epoch})
-    assert checkpoint.latest([tmp_path], [digest], torch.device("cpu"))[0]["epoch"] == 4
+    assert checkpoint.latest([tmp_path], [digest])[0]["epoch"] == 4
     newest = tmp_path / checkpoint.CHECKPOINT
     newest.write_bytes(newest.read_bytes()[:100])  # truncated
-    (state,) = checkpoint.latest([tmp_path], [digest], torch.device("cpu"))
+    (state,) = checkpoint.latest([tmp_path], [digest])
     assert state["epoch"] == 2 and torch.equal(state["weights"], torch.full((3,), 2.0))
     (tmp_path / checkpoint.PREVIOUS).write_bytes(b"")  # both damaged: start from scratch
-    assert checkpoint.latest([tmp_path], [digest], torch.device("cpu")) is None
+    assert checkpoint.latest([tmp_path], [digest]) is None
     # a checkpoint of another config (the folder reused with other settings) is not loaded
     checkpoint.save(tmp_path, {"epoch": 6, "config_hash": "other", "weights": torch.zeros(3)})
-    assert checkpoint.latest([tmp_path], [digest], torch.device("cpu")) is None
+    assert checkpoint.latest([tmp_path], [digest]) is None
 
 
 def test_a_stack_resumes_from_the_newest_epoch_every_member_has(tmp_path):
@@ -70,5 +74,5 @@ def test_a_stack_resumes_from_the_newest_epoch_every_member_has(tmp_path):
         (tmp_path / name).mkdir()
         for epoch in epochs:
             checkpoint.save(tmp_path / name, {"epoch": epoch, "config_hash": digest})
-    states = checkpoint.latest([tmp_path / "a", tmp_path / "b"], [digest, digest], torch.device("cpu"))
+    states = checkpoint.latest([tmp_path / "a", tmp_path / "b"], [digest, digest])
     assert [s["epoch"] for s in states] == [2, 2]

@@ -167,9 +167,9 @@ def rotation_outputs(model, x: torch.Tensor, precision: Precision,
     for i in range(0, len(x), batch_size):
         xb = x[i:i + batch_size]
         images, labels = rotate_all(xb)
-        with precision.autocast():
+        with precision.compute():
             f = model.features(precision.inputs(images))
-            logits = model.head(f).float()
+            logits = precision.logits(model.head(f))
         features.append(f[:len(xb)].float())  # rotate_all puts rotation 0 first
         nll.append(F.cross_entropy(logits, labels, reduction="none").view(ROTATIONS, -1).sum(0))
         correct.append((logits.argmax(1) == labels).float().view(ROTATIONS, -1).mean(0))

@@ -78,6 +78,8 @@ class AffinityHead(nn.Module):
 
 @dataclass
 class AffinityLossConfig(LossConfig):
+    head_fields = ("m", "sigma")
+
     name: str = "affinity"
     m: int = 1  # centres per class
     sigma: float = 10.0  # Gaussian spread: d = exp(−‖f − w‖² / σ)

@@ -82,7 +82,7 @@ class ClassBalancedLoss(ImbalanceLoss):
         if self.base == "softmax":
             per_sample = F.cross_entropy(z, targets, reduction="none")
         else:
-            onehot = F.one_hot(targets, z.shape[1]).to(z.dtype)
+            onehot = torch.zeros_like(z).scatter_(1, targets[:, None], 1.0)
             gamma = self.gamma if self.base == "focal" else 0.0
             per_sample = sigmoid_focal_terms(z, onehot, gamma).sum(1)
         return self.reduce(self.weights[targets] * per_sample, targets)

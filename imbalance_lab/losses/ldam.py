@@ -68,6 +68,6 @@ class LDAMLoss(ImbalanceLoss):
 
     def forward(self, logits, targets):
         cos = logits.float()
-        onehot = F.one_hot(targets, cos.shape[1]).to(cos.dtype)
+        onehot = torch.zeros_like(cos).scatter_(1, targets[:, None], 1.0)
         z = self.s * (cos - self.margins[targets, None] * onehot)
         return self.reduce(F.cross_entropy(z, targets, reduction="none"), targets)

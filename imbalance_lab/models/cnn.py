@@ -4,6 +4,15 @@ then global average pooling and a BatchNorm1d (the affinity head expects normali
 from torch import nn
 
 
+class GlobalAvgPool(nn.Module):
+    """Mean over height and width, (N, C, H, W) -> (N, C, 1, 1): what ``nn.AdaptiveAvgPool2d(1)`` computes, without
+    its restriding of channels-last outputs, which functorch has no batching rule for (a vmapped stack would run
+    it member by member)."""
+
+    def forward(self, x):
+        return x.mean(dim=(-2, -1), keepdim=True)
+
+
 def conv_bn_relu(c_in: int, c_out: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
 
@@ -21,7 +30,7 @@ class ConvNet(nn.Module):
             for w in stage_widths:
                 layers.append(conv_bn_relu(c, w))
                 c = w
-        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.BatchNorm1d(c)]
+        layers += [GlobalAvgPool(), nn.Flatten(), nn.BatchNorm1d(c)]
         self.features = nn.Sequential(*layers)
         self.out_features = c
 

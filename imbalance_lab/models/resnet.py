@@ -4,6 +4,8 @@ channels), as used by the Cui / Cao / Menon long-tail tables."""
 import torch.nn.functional as F
 from torch import nn
 
+from .cnn import GlobalAvgPool
+
 
 class BasicBlock(nn.Module):
     def __init__(self, c_in: int, c_out: int, stride: int):
@@ -37,7 +39,7 @@ class ResNet32(nn.Module):
                 layers.append(BasicBlock(c, width, stride=2 if stage > 0 and b == 0 else 1))
                 c = width
         self.stages = nn.Sequential(*layers)
-        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.pool = nn.Sequential(GlobalAvgPool(), nn.Flatten())
         self.out_features = c
         for m in self.modules():
             if isinstance(m, nn.Conv2d):

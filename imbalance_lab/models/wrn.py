@@ -20,6 +20,8 @@ backbone here.
 
 from torch import nn
 
+from .cnn import GlobalAvgPool
+
 
 def bn(channels: int) -> nn.BatchNorm2d:
     return nn.BatchNorm2d(channels, momentum=0.001, eps=0.001)
@@ -52,7 +54,7 @@ class WideResNet(nn.Module):
                 layers.append(PreActBlock(c, width, stride if b == 0 else 1))
                 c = width
         self.stages = nn.Sequential(*layers)
-        self.pool = nn.Sequential(bn(c), nn.LeakyReLU(0.1), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.pool = nn.Sequential(bn(c), nn.LeakyReLU(0.1), GlobalAvgPool(), nn.Flatten())
         self.out_features = c
         for m in self.modules():
             if isinstance(m, nn.Conv2d):

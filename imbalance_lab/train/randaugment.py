@@ -13,7 +13,8 @@ translate ±0.03 v of the side. Each image draws its own ops, magnitudes and sig
 ``torch.where`` (no data-dependent shapes, hence no host sync), the five geometric ops as one batched
 ``affine_grid``/``grid_sample`` (nearest, grey 128 fill, as PIL's default resampling and FixMatch's fill).
 Differences from the PIL code: shears act about the image centre, not the top-left corner; autocontrast and
-equalize are torchvision's batched ops (per channel, like PIL's on RGB)."""
+equalize are torchvision's batched ops (per channel, like PIL's on RGB; autocontrast rewritten here without
+its host sync)."""
 
 from __future__ import annotations
 
@@ -51,7 +52,7 @@ def _one_round(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     out = _geometric(x, op, v, sign)
     xf = x.float()
     candidates = {
-        "autocontrast": lambda: TF.autocontrast(x),
+        "autocontrast": lambda: _autocontrast(xf),
         "brightness": lambda: _to_uint8(xf * factor),
         "color": lambda: _blend(xf, _gray(xf), factor),
         "contrast": lambda: _blend(xf, _gray(xf).mean(dim=(1, 2, 3), keepdim=True), factor),
@@ -63,6 +64,15 @@ def _one_round(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     for name, make in candidates.items():
         out = torch.where((op == OPS.index(name)).view(n, 1, 1, 1), make(), out)
     return out
+
+
+def _autocontrast(xf: torch.Tensor) -> torch.Tensor:
+    """Each channel stretched to [0, 255]; a constant channel kept. torchvision's ``autocontrast`` to the bit,
+    written with ``torch.where``: its boolean-mask assignment waits for the device on CUDA."""
+    low, high = xf.amin(dim=(-2, -1), keepdim=True), xf.amax(dim=(-2, -1), keepdim=True)
+    flat = high == low
+    scale = torch.where(flat, 1.0, (high - low).mul_(1.0 / 255))
+    return (xf - torch.where(flat, 0.0, low)).div_(scale).clamp_(0, 255).to(torch.uint8)
 
 
 def _to_uint8(x: torch.Tensor) -> torch.Tensor:

@@ -72,8 +72,9 @@ class FixMatchObjective(Objective):
     def after_step(self):
         last, c = self.loss_fn.last, self.num_classes
         hidden = self.hidden_y[self.drawn]
-        self.confusion += torch.bincount(hidden * c + last["pseudo"], weights=last["mask"].float(), minlength=c * c)
-        self.seen += torch.bincount(hidden, minlength=c)
+        # fixed-size index_add_, not bincount: bincount sizes its output from the data, a host sync on CUDA
+        self.confusion.index_add_(0, hidden * c + last["pseudo"], last["mask"].float())
+        self.seen.index_add_(0, hidden, torch.ones_like(hidden, dtype=self.seen.dtype))
         self.sums += torch.stack([last["mask"].float().mean(), last["loss_x"].float(), last["loss_u"].float()])
         self.steps += 1
         for ema, value in self.averaged:

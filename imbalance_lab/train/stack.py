@@ -55,6 +55,8 @@ class LoopEngine:
 
     def __init__(self, members, trainer_cfg, optim_cfg, steps: int, epochs: int, precision: Precision):
         self.members, self.precision = members, precision
+        for m in members:
+            precision.prepare(m.model)
         self.optimizers = [build_optimizer(param_groups(m.model, m.loss_fn, optim_cfg.weight_decay), optim_cfg)
                            for m in members]
         self.schedulers = [build_scheduler(o, steps, epochs, optim_cfg) for o in self.optimizers]
@@ -69,8 +71,8 @@ class LoopEngine:
             if not on:
                 losses.append(None)
                 continue
-            with self.precision.autocast():
-                logits = self.forwards[k](self.precision.inputs(xb))
+            with self.precision.compute():
+                logits = self.precision.logits(self.forwards[k](self.precision.inputs(xb)))
             loss = self.members[k].loss_fn(logits, yb)
             self.optimizers[k].zero_grad(set_to_none=True)
             loss.backward()
@@ -105,14 +107,20 @@ class VmapEngine:
 
     def __init__(self, members, trainer_cfg, optim_cfg, steps: int, epochs: int, precision: Precision):
         self.members, self.precision = members, precision
-        models = [m.model for m in members]
+        models = [precision.prepare(m.model) for m in members]
         self.params, self.buffers = stack_module_state(models)
+        if precision.channels_last:  # (K, O, I, kh, kw) laid out as (K, O, kh, kw, I): channels-last per member
+            for n, p in self.params.items():
+                if p.dim() == 5:
+                    p.data = p.data.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
         base = copy.deepcopy(models[0]).to("meta")
 
         def one(params, buffers, xb):
             return functional_call(base, (params, buffers), (xb,))
 
         self.forward = torch.vmap(one, in_dims=(0, 0, 0))
+        if trainer_cfg.compile:
+            self.forward = torch.compile(self.forward)
         flags = dict(models[0].named_parameters())
         named = list(self.params.items())
         for n, p in named:
@@ -127,9 +135,9 @@ class VmapEngine:
         return self.optimizer.param_groups[0]["lr"]
 
     def step(self, batches, active) -> list[torch.Tensor | None]:
-        xs = torch.stack([xb for xb, _ in batches]).float().div_(255)
-        with self.precision.autocast():
-            logits = self.forward(self.params, self.buffers, xs)
+        xs = self.precision.stacked_inputs(torch.stack([xb for xb, _ in batches]))
+        with self.precision.compute():
+            logits = self.precision.logits(self.forward(self.params, self.buffers, xs))
         losses, total = [], 0.0
         for k, (m, (_, yb), on) in enumerate(zip(self.members, batches, active)):
             own = {n: self.params[n][k] for n in self.loss_params[k]}
@@ -205,7 +213,8 @@ def make_engine(members, trainer_cfg, optim_cfg, steps: int, epochs: int, precis
             exclude_norm_and_bias_from_decay(m.model, m.loss_fn)
     choice = trainer_cfg.stacking
     if choice == "auto":
-        choice = "vmap" if precision.device_type == "cuda" and len(members) > 1 else "loop"
+        on_cuda = next(members[0].model.parameters()).device.type == "cuda"
+        choice = "vmap" if on_cuda and len(members) > 1 else "loop"
     if choice == "vmap":
         obstacle = vmap_obstacle(members)
         if obstacle is None:

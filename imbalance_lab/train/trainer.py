@@ -1,6 +1,8 @@
 """The training loop. The split is already on the device as uint8; each step draws a batch by index,
-augments it there, and runs forward/backward (bf16 autocast and channels_last on CUDA). The only host
-syncs are one per epoch (the epoch loss, which is also the NaN check) and evaluation."""
+augments it there, and runs forward/backward under the precision policy (``train.precision``: bf16
+convolutions and channels_last by default on CUDA, the same arithmetic on CPU when asked for). Nothing in the
+step loop waits for the host; the host syncs are once per epoch (the epoch's end, for its time and the epoch
+loss, which is also the NaN check) and evaluation."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from .objective import Objective
 from .precision import Precision
 from .samplers import epoch_indices, epoch_size
 from .stack import make_engine
+from .sync import no_host_sync, synchronize
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +50,10 @@ def evaluate(model, loss_fn, x: torch.Tensor, y: torch.Tensor, precision: Precis
     model.eval()
     scores, features = [], []
     for i in range(0, len(y), batch_size):
-        with precision.autocast():
+        with precision.compute():
             f = model.features(precision.inputs(x[i:i + batch_size]))
-            logits = model.head(f)
-        scores.append(loss_fn.scores(logits.float()))
+            logits = precision.logits(model.head(f))
+        scores.append(loss_fn.scores(logits))
         if with_features:
             features.append(f.float())
     probs = torch.cat(scores).softmax(dim=1)
@@ -75,7 +78,7 @@ def recalibrate_batchnorm(model, x: torch.Tensor, batches: list[torch.Tensor], p
         m.momentum = None  # cumulative average
     model.train()
     for idx in batches:
-        with precision.autocast():
+        with precision.compute():
             model(precision.inputs(x[idx]))
     for m, momentum in zip(norms, momenta):
         m.momentum = momentum
@@ -145,7 +148,7 @@ def fit_stack(members: list[Member], x: torch.Tensor, y: torch.Tensor, *, traine
     if resume:
         engine.load_optim_states([state["optim"] for state in resume])
         for m, state in zip(members, resume):
-            m.generator.set_state(state["generator"])
+            restore_generator(m.generator, state)
             m.calibration = [idx.to(device) for idx in state["calibration"]]
             m.history, m.failed = list(state["history"]), state["failed"]
             m.objective.load_state_dict(state["objective"])
@@ -165,26 +168,29 @@ def fit_stack(members: list[Member], x: torch.Tensor, y: torch.Tensor, *, traine
         for m in members:
             m.loss_fn.start_epoch(epoch)
             m.model.train()
+        synchronize(device)  # the epoch's time is what the device did from here to its end
+        t0 = time.perf_counter()
         orders = [epoch_indices(sampler, y, class_counts, m.generator) for m in members]
         for m in members:
             m.objective.start_epoch(m.generator, steps)
         loss_sums = [torch.zeros((), device=device) for _ in members]
-        t0 = time.perf_counter()
-        for i in range(steps):
-            batches = []
-            for m, order in zip(members, orders):
-                idx = order[i * batch_size:(i + 1) * batch_size]
-                xb, yb = x[idx], y[idx]
-                if augment:
-                    xb = random_crop_flip(xb, generator=m.generator)
-                if batch_transform is not None:
-                    xb, yb = batch_transform(xb, yb)
-                batches.append((m.objective.inputs(xb, i, m.generator), yb))
-            for m, total, loss in zip(members, loss_sums, engine.step(batches, active)):
-                if loss is not None:
-                    total += loss
-                    m.objective.after_step()
-            bar.update()
+        with no_host_sync(device, trainer_cfg.sync_check):
+            for i in range(steps):
+                batches = []
+                for m, order in zip(members, orders):
+                    idx = order[i * batch_size:(i + 1) * batch_size]
+                    xb, yb = x[idx], y[idx]
+                    if augment:
+                        xb = random_crop_flip(xb, generator=m.generator)
+                    if batch_transform is not None:
+                        xb, yb = batch_transform(xb, yb)
+                    batches.append((m.objective.inputs(xb, i, m.generator), yb))
+                for m, total, loss in zip(members, loss_sums, engine.step(batches, active)):
+                    if loss is not None:
+                        total += loss
+                        m.objective.after_step()
+                bar.update()
+        synchronize(device)
         seconds = time.perf_counter() - t0
         lr = engine.lr()
         engine.to_members()
@@ -223,7 +229,36 @@ def fit_stack(members: list[Member], x: torch.Tensor, y: torch.Tensor, *, traine
 def member_state(m: Member, engine, k: int, epoch: int) -> dict:
     """Everything a member needs to continue after ``epoch`` epochs: weights and BatchNorm statistics, loss
     state (e.g. the debiased loss's q̂), optimiser and schedule, its random generator, the BatchNorm
-    calibration batches, its history, its objective's state (FixMatch: the EMA weights)."""
-    return {"epoch": epoch, "model": m.model.state_dict(), "loss": m.loss_fn.state_dict(),
-            "optim": engine.optim_state(k), "generator": m.generator.get_state(), "calibration": m.calibration,
-            "history": m.history, "failed": m.failed, "objective": m.objective.state_dict()}
+    calibration batches, its history, its objective's state (FixMatch: the EMA weights). Every tensor is on
+    the CPU, so the state loads on any machine; ``device`` is the device type it was trained on."""
+    state = {"epoch": epoch, "model": m.model.state_dict(), "loss": m.loss_fn.state_dict(),
+             "optim": engine.optim_state(k), "generator": m.generator.get_state(), "calibration": m.calibration,
+             "history": m.history, "failed": m.failed, "objective": m.objective.state_dict(),
+             "device": m.generator.device.type}
+    return to_cpu(state)
+
+
+def to_cpu(obj):
+    """``obj`` with every tensor in it (in dicts, lists and tuples) on the CPU."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_cpu(v) for v in obj)
+    return obj
+
+
+def restore_generator(generator: torch.Generator, state: dict) -> None:
+    """Continue ``generator`` from a member state. A state saved on another device type cannot continue
+    here (CUDA's Philox and the CPU's Mersenne twister have different states): the generator is then
+    reseeded from its seed and the epoch, so the run goes on deterministically but its draws from this
+    epoch on differ from an uninterrupted run's (logged)."""
+    saved = state.get("device", generator.device.type)  # states without it were written before devices mixed
+    if saved == generator.device.type:
+        generator.set_state(state["generator"])
+        return
+    generator.manual_seed((generator.initial_seed() * 1_000_003 + state["epoch"]) % 2**63)
+    log.warning("the checkpoint of epoch %d was written on %s and continues on %s: its random generator is "
+                "reseeded, so the batches and augmentations from here on differ from an uninterrupted run's",
+                state["epoch"], saved, generator.device.type)
