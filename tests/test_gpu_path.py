@@ -267,7 +267,7 @@ def test_the_step_loop_never_waits_for_the_device(tmp_path, device, method):
 def test_the_cpu_sync_check_catches_what_would_wait_for_a_gpu():
     x = torch.tensor([0, 2, 2])
     for would_sync in (lambda: torch.bincount(x), lambda: x.sum().item(), lambda: x[x > 0],
-                       lambda: x.index_put_((x > 1,), torch.tensor(5)), lambda: x.nonzero()):
+                       lambda: x.index_put_((x > 1,), x[0]), lambda: x.nonzero(), lambda: torch.tensor([0.5, 1.0])):
         with pytest.raises(RuntimeError, match="waits for the device"), HostSyncCheck():
             would_sync()
     with HostSyncCheck():  # fixed-size counting, as the FixMatch diagnostics do it

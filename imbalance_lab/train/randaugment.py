@@ -88,7 +88,8 @@ def _gray(x: torch.Tensor) -> torch.Tensor:
     """ITU-R 601-2 luma (PIL's "L"), kept as one channel (or the image itself if it has one)."""
     if x.shape[1] != 3:
         return x
-    return (x * torch.tensor([0.299, 0.587, 0.114], device=x.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    # scalars, not a weight tensor: making one from host data inside the step loop is a synchronous copy on CUDA
+    return x[:, 0:1] * 0.299 + x[:, 1:2] * 0.587 + x[:, 2:3] * 0.114
 
 
 def _smooth(x: torch.Tensor) -> torch.Tensor:

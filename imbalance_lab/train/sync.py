@@ -1,7 +1,8 @@
 """Host synchronisation: waiting for the device where a time is taken, and never inside the step loop.
 
 A CUDA step loop runs ahead of the host as long as nothing asks for a value (``.item()``, ``bincount``,
-``nonzero``, indexing with a boolean mask, ...): each such call stalls the queue. ``trainer.sync_check=true``
+``nonzero``, indexing with a boolean mask, ...) or copies host data to the device (``torch.tensor([...],
+device=...)``): each such call stalls the queue. ``trainer.sync_check=true``
 makes any such call in the step loop an error, on either device:
 
 - CUDA: ``torch.cuda.set_sync_debug_mode("error")`` for the loop (PyTorch's own detector);
@@ -24,6 +25,9 @@ aten = torch.ops.aten
 # operators whose result needs a value from the device: on CUDA they wait for the queue
 SYNCING = {aten._local_scalar_dense, aten.nonzero, aten.masked_select, aten.bincount, aten._unique,
            aten._unique2, aten.unique_dim, aten.unique_consecutive, aten.equal, aten.is_nonzero, aten.histc}
+# a tensor made from host data (``torch.tensor([...], device=...)``): on CUDA a synchronous host-to-device copy
+# (a 0-dim one, e.g. from ``t[i] = 1.0``, is passed to CUDA kernels as a scalar: no copy)
+HOST_DATA = aten.lift_fresh
 # indexing ops that sync when an index is a boolean mask (they call nonzero)
 MASK_INDEXED = {aten.index, aten.index_put, aten.index_put_, aten._index_put_impl_}
 
@@ -54,7 +58,8 @@ class HostSyncCheck(TorchDispatchMode):
         masked = packet in MASK_INDEXED and any(
             isinstance(i, torch.Tensor) and i.dtype in (torch.bool, torch.uint8)
             for i in (args[1] if len(args) > 1 and isinstance(args[1], (list, tuple)) else []))
-        if (packet in SYNCING or masked) and not _from_optimizer():
+        copied = packet is HOST_DATA and args[0].dim() > 0
+        if (packet in SYNCING or masked or copied) and not _from_optimizer():
             raise RuntimeError(f"trainer.sync_check: {func} waits for the device inside the step loop")
         return func(*args, **(kwargs or {}))
 
