@@ -13,10 +13,11 @@ from imbalance_lab.losses.affinity import AffinityHead, AffinityLossConfig
 from imbalance_lab.losses.cb import CBLossConfig
 from imbalance_lab.losses.ce import CELossConfig
 from imbalance_lab.losses.debiased import DebiasedLossConfig
-from imbalance_lab.losses.ldam import LDAMLossConfig
+from imbalance_lab.losses.ldam import LDAMLossConfig, NormedLinear
 from imbalance_lab.losses.logit_adjusted import LogitAdjustedLossConfig
 from imbalance_lab.models import build_model
 from imbalance_lab.schema import ConfigError, LossConfig
+from imbalance_lab.train import Precision
 from imbalance_lab.train.stack import param_groups
 
 COUNTS = [100, 10, 1]
@@ -327,11 +328,16 @@ def test_affinity_prediction_is_argmax_d_and_probabilities_are_normalised_d():
     assert torch.isfinite(scores).all()
 
 
-def test_affinity_head_computes_in_float32_under_autocast():
+@pytest.mark.parametrize("context", [lambda: torch.autocast("cpu", dtype=torch.bfloat16),
+                                     lambda: Precision(amp=True).compute()], ids=["autocast", "bf16_policy"])
+def test_the_affinity_and_cosine_heads_compute_in_float32_under_bf16(context):
     _, head = affinity_loss_and_head(m=1)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = head(torch.randn(4, 2).bfloat16())
-    assert out.dtype == torch.float32
+    features = torch.randn(4, 2)
+    with context():
+        out = head(features.bfloat16())
+        cosines = NormedLinear(2, 3)(features.bfloat16())
+    assert out.dtype == cosines.dtype == torch.float32
+    torch.testing.assert_close(out, head(features.bfloat16().float()))
 
 
 # ----------------------------------------------------------------------------- debiased

@@ -32,8 +32,9 @@ from .base import ImbalanceLoss, register
 
 
 class AffinityHead(nn.Module):
-    """The head this loss asks for (computed in float32 with autocast off: exponentials of squared
-    distances). Gaussian affinities to learnable class centres:
+    """The head this loss asks for, in float32 under any precision (exponentials of squared distances): ``@``
+    on float tensors, which the bf16 policy (``train/precision.py``) leaves alone, and autocast off for callers
+    that use it. Gaussian affinities to learnable class centres:
 
         d_j(f) = max_{t=1..m} exp(−‖f − w_{j,t}‖² / σ),   output shape (N, C), values in (0, 1]
 

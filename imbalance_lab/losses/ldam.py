@@ -25,8 +25,10 @@ def ldam_margins(counts: torch.Tensor, max_margin: float) -> torch.Tensor:
 
 
 class NormedLinear(nn.Module):
-    """The head this loss asks for (float32 with autocast off: the cosines are scaled by s ≈ 30, where bf16
-    rounding, ~4e-3, would show). Cosine classifier: cos θ_{ij} = ⟨f_i/‖f_i‖, w_j/‖w_j‖⟩, shape (N, C).
+    """The head this loss asks for, in float32 under any precision (the cosines are scaled by s ≈ 30, where bf16
+    rounding, ~4e-3, would show): ``@`` on float tensors, which the bf16 policy (``train/precision.py``) leaves
+    alone, and autocast off for callers that use it. Cosine classifier: cos θ_{ij} = ⟨f_i/‖f_i‖, w_j/‖w_j‖⟩,
+    shape (N, C).
 
     ``weight`` has shape (D, C) and its columns are the class vectors (as in Cao's code).
     """
