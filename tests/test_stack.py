@@ -7,11 +7,12 @@ import pytest
 import torch
 from conftest import TINY, compose_run, read_json
 
+from hydra_plugins.imbalance_lab_launcher.stacked_launcher import stacks
 from imbalance_lab.losses import build_loss
 from imbalance_lab.losses.affinity import AffinityLossConfig
 from imbalance_lab.losses.focal import FocalLossConfig
 from imbalance_lab.models import build_model
-from imbalance_lab.run import Job, run_experiment, run_stack
+from imbalance_lab.run import Job, run_experiment, run_stack, stack_key
 from imbalance_lab.schema import OptimConfig, TrainerConfig
 from imbalance_lab.train import Member, Precision, fit_stack
 from imbalance_lab.train.augment import random_crop_flip
@@ -190,3 +191,15 @@ def test_decay_norm_and_bias_false_spares_normalisation_weights_and_biases_in_ei
             decayed = {n for n, v in values.items() if v == [pytest.approx(0.95)]}
             assert decayed | {n for n, v in values.items() if v == [1.0]} == set(values)
             assert decayed == (set(values) if decay_norm_and_bias else decayed_always)
+
+
+def test_runs_whose_loss_shapes_the_head_differently_go_to_different_stacks():
+    """The affinity head's centres per class (m) and sigma live in the model: m=1 and m=5 runs cannot share one
+    vmapped model, so the stacked launcher keeps them apart; the margin lambda is each run's own."""
+    def job(*overrides):
+        return Job(compose_run(*TINY, *overrides)[0], None, {})
+
+    jobs = [job("loss=affinity", "seed=0"), job("loss=affinity", "loss.lam=0.5", "seed=1"),
+            job("loss=affinity_m5", "seed=0"), job("loss=affinity", "loss.sigma=5", "seed=0")]
+    assert stack_key(jobs[0].cfg) == stack_key(jobs[1].cfg)
+    assert [[jobs.index(j) for j in group] for group in stacks(jobs, max_stack=20)] == [[0, 1], [2], [3]]
