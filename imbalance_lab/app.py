@@ -19,8 +19,19 @@ from .worker import end_with_parent
 
 log = logging.getLogger("imbalance_lab")
 
-# Configs ship beside the package (editable install / source checkout), so any working directory works.
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
+
+
+def config_dir() -> str:
+    """The configs: inside the installed package (a wheel carries the checkout's configs/ as
+    imbalance_lab/configs), else the checkout's configs/ (an editable install, or the checkout on PYTHONPATH).
+    An absolute path, so any working directory works; a user's own folder joins it with ``--config-dir`` or
+    ``hydra.searchpath``."""
+    package = Path(__file__).resolve().parent
+    packaged = package / "configs"
+    return str(packaged if packaged.is_dir() else package.parent / "configs")
+
+
+CONFIG_DIR = config_dir()
 
 register_configs()
 
