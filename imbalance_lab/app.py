@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .configstore import register_configs, validate
 from .data import DatasetUnavailable
+from .preemption import Terminated
 from .runfolder import METRICS_FILE, is_done, library_versions, read_metrics, write_json_atomic
 from .schema import ConfigError
 from .worker import end_with_parent
@@ -102,6 +103,14 @@ def main(cfg: DictConfig) -> float | None:
         where = f"hydra.sweep.dir={HydraConfig.get().sweep.dir}" if job.multirun else "the same command"
         print(f"interrupted; resume with {where} (finished runs are kept)", file=sys.stderr)
         raise SystemExit(130) from None
+    except Terminated as exc:  # SIGTERM / SIGUSR2: the run wrote a checkpoint of where it stopped
+        resume = (f"hydra.sweep.dir={HydraConfig.get().sweep.dir}" if job.multirun
+                  else f"hydra.run.dir={job.out_dir}")
+        reason = f"stopped by {exc}; re-run with {resume} to continue"
+        if job.multirun and not is_done(job.out_dir):
+            record_failure(job.out_dir, reason, job.resolved_config)
+        print(reason, file=sys.stderr)
+        raise SystemExit(128 + exc.signum) from None
     except Exception as exc:  # a bug or an out-of-memory in one run must not end a sweep
         if not job.multirun:
             raise

@@ -5,7 +5,9 @@ renaming the one before to ``checkpoint.prev.pt`` — holding what ``train.fit_s
 ``train.trainer.member_state``), the run's best-on-validation record and a hash of its config. A run started
 again in the same folder (after ``kill -9``, a crash, Ctrl-C, a preempted job) continues from the newest
 checkpoint that loads and belongs to the same config; an unreadable (truncated) one falls back to the one
-before, or to the start. A stack resumes from the newest epoch every member has. A finished run keeps its
+before, or to the start. A stack resumes from the newest position every member has. Besides every
+``checkpoint_every`` epochs, a run writes one where it stands when told to stop (SIGTERM, SIGUSR2: a time limit,
+a preemption), at the next step boundary (``imbalance_lab.preemption``). A finished run keeps its
 final weights as ``model.pt`` (a state dict: ``torch.load(path, weights_only=True)``) and drops its
 checkpoints.
 
@@ -65,12 +67,18 @@ def latest(out_dirs: list[Path], configs: list[str]) -> list[dict] | None:
     scratch)."""
     found = [[s for s in (_load(Path(d) / name, c) for name in (CHECKPOINT, PREVIOUS)) if s]
              for d, c in zip(out_dirs, configs)]
-    epochs = sorted({s["epoch"] for s in found[0]}, reverse=True) if found else []
-    for epoch in epochs:
-        states = [next((s for s in run if s["epoch"] == epoch), None) for run in found]
+    positions = sorted({position(s) for s in found[0]}, reverse=True) if found else []
+    for at in positions:
+        states = [next((s for s in run if position(s) == at), None) for run in found]
         if all(states):
             return states
     return None
+
+
+def position(state: dict) -> tuple[int, int]:
+    """(epoch, step) a checkpoint continues from: step > 0 inside epoch ``epoch`` (0-based), written when the
+    run was told to stop; step 0 after ``epoch`` whole epochs."""
+    return state["epoch"], state.get("step", 0)
 
 
 def finish(out_dir: Path, model: torch.nn.Module | None) -> None:

@@ -48,6 +48,7 @@ class RunRecord:
         self.device, self.resolved_config = device, with_threads(resolved_config, device)
         self.started = time.time()
         self.resumed_from: int | None = None  # the epoch of the checkpoint this run continued from
+        self.resumed_from_step: int | None = None  # the step inside that epoch, for one written when told to stop
         self.resumed_from_device: str | None = None  # that checkpoint's device type, where it was another
         self.out_dir.mkdir(parents=True, exist_ok=True)
         extra = {"unlabelled": unlabelled.indices} if unlabelled is not None else {}
@@ -77,6 +78,7 @@ class RunRecord:
             "epochs": self.cfg.trainer.epochs,
             "train_seconds": train_seconds,
             "resumed_from_epoch": self.resumed_from,
+            "resumed_from_step": self.resumed_from_step,
             "resumed_from_device": self.resumed_from_device,
             "stack": stack or {"size": 1, "engine": "loop", "runs": [str(self.out_dir)]},
             "wall_seconds": time.time() - self.started,

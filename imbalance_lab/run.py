@@ -23,6 +23,7 @@ from .evaluation import Evaluator, Outcome, eval_sets
 from .losses import build_loss
 from .losses.fixmatch import FixMatchLoss
 from .models import build_model
+from .preemption import signals_deferred
 from .record import RunRecord
 from .schema import Config
 from .train import Member, Precision, TrainingFailed, fit_stack, resolve_device
@@ -132,9 +133,11 @@ def train_members(jobs: list[Job], members: list[Member], records: list[RunRecor
     hashes = [checkpoint.config_hash(job.resolved_config) for job in jobs]
     resume = checkpoint.latest([job.out_dir for job in jobs], hashes)
     if resume:
-        log.info("resuming from the checkpoints of epoch %d", resume[0]["epoch"])
+        epoch, step = checkpoint.position(resume[0])
+        log.info("resuming from the checkpoints of epoch %d%s", epoch, f", step {step}" if step else "")
         for m, state, record in zip(members, resume, records):
             m.on_eval.best_val, record.resumed_from = state["best_val"], state["epoch"]
+            record.resumed_from_step = state.get("step") or None
             if state.get("device", device.type) != device.type:
                 record.resumed_from_device = state["device"]
 
@@ -157,8 +160,10 @@ def run_stack(jobs: list[Job]) -> list[dict]:
     first = jobs[0].cfg
     assert len({stack_key(j.cfg) for j in jobs}) == 1 and (len(jobs) == 1 or stack_key(first)), "not one stack"
     device = resolve_device(first.trainer.device)
-    with determinism(device):
-        return _run_stack(jobs, device)
+    with determinism(device), signals_deferred() as signals:
+        results = _run_stack(jobs, device)
+        signals.finish("after the run finished", completed=True)  # a SIGTERM in its last steps: stop now
+        return results
 
 
 def _run_stack(jobs: list[Job], device: torch.device) -> list[dict]:

@@ -72,7 +72,8 @@ class ImbalanceLoss(nn.Module):
         return logits
 
     def start_epoch(self, epoch: int) -> None:
-        """Called before each training epoch (0-based). Subclasses that override it call super()."""
+        """Called before each training epoch (0-based), and again for that epoch when a run resumes inside it
+        (so it must be idempotent). Subclasses that override it call super()."""
         self.drw_active = self.drw_epoch is not None and epoch + 1 >= self.drw_epoch
 
     def reduce(self, per_sample: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

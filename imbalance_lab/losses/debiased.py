@@ -67,7 +67,8 @@ class DebiasedLoss(ImbalanceLoss):
 
     def start_epoch(self, epoch):
         super().start_epoch(epoch)
-        self.q_hat_history.append(self.q_hat.tolist())
+        if len(self.q_hat_history) <= epoch:  # not again when a run resumes inside the epoch
+            self.q_hat_history.append(self.q_hat.tolist())
 
     def get_extra_state(self):  # kept in state_dict(), so a checkpoint carries the history too
         return {"q_hat_history": self.q_hat_history}

@@ -38,7 +38,8 @@ class Objective:
         return {}
 
     def state_dict(self) -> dict:
-        """What a checkpoint must carry to continue (beside the model, loss, optimiser and generator)."""
+        """What a checkpoint must carry to continue (beside the model, loss, optimiser and generator), also
+        from inside an epoch (what ``start_epoch`` drew and the steps since accumulated)."""
         return {}
 
     def load_state_dict(self, state: dict) -> None:

@@ -104,8 +104,15 @@ class FixMatchObjective(Objective):
         return {"evaluated_model": "ema", "pseudo_label_confusion": self.final_confusion,
                 "pseudo_label_confusion_note": "last epoch: rows hidden label, columns accepted pseudo-label"}
 
+    EPOCH_STATE = ("order", "confusion", "seen", "sums")
+
     def state_dict(self):
-        return {"ema": self.ema.state_dict()}
+        # with the epoch's unlabelled order and running counts, for a checkpoint taken inside an epoch
+        epoch = {k: getattr(self, k) for k in self.EPOCH_STATE if hasattr(self, k)}
+        return {"ema": self.ema.state_dict(), "epoch": epoch | {"steps": getattr(self, "steps", 0)}}
 
     def load_state_dict(self, state):
         self.ema.load_state_dict(state["ema"])
+        device = self.hidden_y.device
+        for key, value in state.get("epoch", {}).items():
+            setattr(self, key, value.to(device) if torch.is_tensor(value) else value)

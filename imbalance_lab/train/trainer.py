@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .. import preemption
 from ..schema import check
 from .augment import random_crop_flip
 from .objective import Objective
@@ -128,8 +129,9 @@ def fit_stack(members: list[Member], x: torch.Tensor, y: torch.Tensor, *, traine
     stops (``failed``); the others go on. Returns the engine's name (``train.stack``).
 
     ``checkpoint(epoch, states)`` is called every ``trainer.checkpoint_every`` epochs (not after the last) with
-    each member's training state (:func:`member_state`); ``resume`` — such states, all of the same epoch —
-    continues from there as if never stopped."""
+    each member's training state (:func:`member_state`), and at the next step boundary when the run is told
+    to stop (SIGTERM, SIGUSR2: ``imbalance_lab.preemption``), after which the signal is carried on; ``resume`` — such
+    states, all of the same position (epoch and step) — continues from there as if never stopped."""
     device = x.device
     precision = Precision.of(trainer_cfg, device)
     class_counts = torch.bincount(y, minlength=members[0].loss_fn.num_classes)
@@ -157,9 +159,20 @@ def fit_stack(members: list[Member], x: torch.Tensor, y: torch.Tensor, *, traine
             calibration = torch.randperm(len(y), device=device, generator=m.generator)
             m.calibration = list(calibration[:trainer_cfg.bn_recalibration_batches * batch_size].split(batch_size))
     start = resume[0]["epoch"] if resume else 0
+    start_step = resume[0].get("step", 0) if resume else 0  # > 0: stopped inside epoch ``start``
+    signals = preemption.current()
 
-    bar = tqdm(total=epochs * steps, initial=start * steps, unit="step", disable=not trainer_cfg.progress,
-               dynamic_ncols=True)
+    def stop(epoch: int, step: int = 0, orders=None, loss_sums=None, written: bool = False) -> None:
+        """Told to stop at this position: write its checkpoint (unless ``written``), carry the signal on."""
+        if checkpoint is not None and not written:
+            engine.to_members()
+            checkpoint(epoch, [member_state(m, engine, k, epoch, step, *((orders[k], loss_sums[k]) if step else ()))
+                               for k, m in enumerate(members)])
+        where = f"in epoch {epoch + 1} after step {step} of {steps}" if step else f"after epoch {epoch}"
+        signals.finish(where + ("; its checkpoint continues it" if checkpoint is not None else ""))
+
+    bar = tqdm(total=epochs * steps, initial=start * steps + start_step, unit="step",
+               disable=not trainer_cfg.progress, dynamic_ncols=True)
     for epoch in range(start, epochs):
         active = [m.failed is None for m in members]
         if not any(active):
@@ -170,12 +183,18 @@ def fit_stack(members: list[Member], x: torch.Tensor, y: torch.Tensor, *, traine
             m.model.train()
         synchronize(device)  # the epoch's time is what the device did from here to its end
         t0 = time.perf_counter()
-        orders = [epoch_indices(sampler, y, class_counts, m.generator) for m in members]
-        for m in members:
-            m.objective.start_epoch(m.generator, steps)
-        loss_sums = [torch.zeros((), device=device) for _ in members]
+        first = start_step if epoch == start else 0
+        if first:  # continuing inside the epoch: its orders and sums so far (the objective's came with its state)
+            orders = [state["order"].to(device) for state in resume]
+            loss_sums = [state["loss_sum"].to(device) for state in resume]
+        else:
+            orders = [epoch_indices(sampler, y, class_counts, m.generator) for m in members]
+            for m in members:
+                m.objective.start_epoch(m.generator, steps)
+            loss_sums = [torch.zeros((), device=device) for _ in members]
+        stopped = 0
         with no_host_sync(device, trainer_cfg.sync_check):
-            for i in range(steps):
+            for i in range(first, steps):
                 batches = []
                 for m, order in zip(members, orders):
                     idx = order[i * batch_size:(i + 1) * batch_size]
@@ -190,6 +209,11 @@ def fit_stack(members: list[Member], x: torch.Tensor, y: torch.Tensor, *, traine
                         total += loss
                         m.objective.after_step()
                 bar.update()
+                if signals is not None and signals.signum is not None and i + 1 < steps:
+                    stopped = i + 1
+                    break
+        if stopped:  # told to stop: a checkpoint of this step boundary, then the signal goes on
+            stop(epoch, stopped, orders, loss_sums)
         synchronize(device)
         seconds = time.perf_counter() - t0
         lr = engine.lr()
@@ -204,7 +228,7 @@ def fit_stack(members: list[Member], x: torch.Tensor, y: torch.Tensor, *, traine
                 continue
             # images run through the model per second (FixMatch's steps carry (1 + 2μ) · batch_size)
             record = {"epoch": epoch + 1, "loss": epoch_loss, "lr": lr, "seconds": seconds,
-                      "images_per_s": steps * len(batches[0][0]) / seconds, **m.objective.end_epoch()}
+                      "images_per_s": (steps - first) * len(batches[0][0]) / seconds, **m.objective.end_epoch()}
             if evaluate_now:
                 recalibrate_batchnorm(m.objective.eval_model(m.model), x, m.calibration, precision)
                 if m.on_eval is not None:
@@ -212,8 +236,11 @@ def fit_stack(members: list[Member], x: torch.Tensor, y: torch.Tensor, *, traine
             m.history.append(record)
         engine.from_members()
         every = trainer_cfg.checkpoint_every
-        if checkpoint is not None and every and (epoch + 1) % every == 0 and epoch + 1 < epochs:
+        scheduled = checkpoint is not None and every and (epoch + 1) % every == 0 and epoch + 1 < epochs
+        if scheduled:
             checkpoint(epoch + 1, [member_state(m, engine, k, epoch + 1) for k, m in enumerate(members)])
+        if signals is not None and signals.signum is not None and epoch + 1 < epochs:
+            stop(epoch + 1, written=bool(scheduled))
         last = members[0].history[-1] if members[0].history else {}
         f1s = {k: v for k, v in last.items() if k.endswith("macro_f1")}
         rate = len(members) * last.get("images_per_s", 0.0)  # the stack's, as the members' records count them
@@ -226,15 +253,20 @@ def fit_stack(members: list[Member], x: torch.Tensor, y: torch.Tensor, *, traine
     return engine.name
 
 
-def member_state(m: Member, engine, k: int, epoch: int) -> dict:
-    """Everything a member needs to continue after ``epoch`` epochs: weights and BatchNorm statistics, loss
-    state (e.g. the debiased loss's q̂), optimiser and schedule, its random generator, the BatchNorm
-    calibration batches, its history, its objective's state (FixMatch: the EMA weights). Every tensor is on
-    the CPU, so the state loads on any machine; ``device`` is the device type it was trained on."""
-    state = {"epoch": epoch, "model": m.model.state_dict(), "loss": m.loss_fn.state_dict(),
+def member_state(m: Member, engine, k: int, epoch: int, step: int = 0, order: torch.Tensor | None = None,
+                 loss_sum: torch.Tensor | None = None) -> dict:
+    """Everything a member needs to continue from ``step`` steps into epoch ``epoch`` (0-based; step 0: after
+    ``epoch`` whole epochs): weights and BatchNorm statistics, loss state (e.g. the debiased loss's q̂),
+    optimiser and schedule, its random generator, the BatchNorm calibration batches, its history, its
+    objective's state (FixMatch: the EMA weights, and inside an epoch its unlabelled order and counts); inside
+    an epoch also the epoch's batch ``order`` and ``loss_sum`` so far. Every tensor is on the CPU, so the state
+    loads on any machine; ``device`` is the device type it was trained on."""
+    state = {"epoch": epoch, "step": step, "model": m.model.state_dict(), "loss": m.loss_fn.state_dict(),
              "optim": engine.optim_state(k), "generator": m.generator.get_state(), "calibration": m.calibration,
              "history": m.history, "failed": m.failed, "objective": m.objective.state_dict(),
              "device": m.generator.device.type}
+    if step:
+        state |= {"order": order, "loss_sum": loss_sum}
     return to_cpu(state)
 
 
