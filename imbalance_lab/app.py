@@ -16,7 +16,7 @@ from .data import DatasetUnavailable
 from .preemption import Terminated
 from .runfolder import METRICS_FILE, is_done, library_versions, read_metrics, write_json_atomic
 from .schema import ConfigError
-from .worker import end_with_parent
+from .worker import claim_gpu, end_with_parent
 
 log = logging.getLogger("imbalance_lab")
 
@@ -90,6 +90,7 @@ def warn_if_other_threads(done: dict, cfg: DictConfig, out_dir: Path) -> None:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig) -> float | None:
     end_with_parent()
+    claim_gpu()  # a worker of hydra/launcher=parallel: its GPU, before anything touches CUDA
     job = prepare(cfg)
     if isinstance(job, dict):
         return objective(job)

@@ -5,12 +5,14 @@ very last step, ``metrics.json`` (written atomically, so a run killed before it 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from . import worker
 from .data import ImbalancedSplit
 from .data.unlabelled import UnlabelledSplit
 from .evaluation import Outcome
@@ -23,10 +25,21 @@ log = logging.getLogger(__name__)
 
 
 def device_info(device: torch.device, precision: dict) -> dict:
-    """The device and the precision policy a run trained with (``train.precision``)."""
+    """The device and the precision policy a run trained with (``train.precision``), and the GPU its worker
+    process was given by a launcher (``worker.claim_gpu``: its slot and CUDA_VISIBLE_DEVICES)."""
+    claimed = worker.claimed()
+    assigned = {"worker_slot": claimed[0], "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")} \
+        if claimed else {}
     if device.type == "cuda":
-        return {"type": "cuda", "name": torch.cuda.get_device_name(device), **precision}
-    return {"type": "cpu", "name": "cpu", "threads": torch.get_num_threads(), **precision}
+        return {"type": "cuda", "name": torch.cuda.get_device_name(device), **precision, **assigned}
+    return {"type": "cpu", "name": "cpu", "threads": torch.get_num_threads(), **precision, **assigned}
+
+
+def slurm_info() -> dict | None:
+    """The SLURM job this process runs in (None outside one): a stack's runs share one job."""
+    keys = {"job_id": "SLURM_JOB_ID", "array_job_id": "SLURM_ARRAY_JOB_ID", "array_task_id": "SLURM_ARRAY_TASK_ID",
+            "restart_count": "SLURM_RESTART_COUNT", "node": "SLURMD_NODENAME"}
+    return {k: os.environ[v] for k, v in keys.items() if v in os.environ} if "SLURM_JOB_ID" in os.environ else None
 
 
 def with_threads(resolved_config: dict, device: torch.device) -> dict:
@@ -81,6 +94,7 @@ class RunRecord:
             "resumed_from_step": self.resumed_from_step,
             "resumed_from_device": self.resumed_from_device,
             "stack": stack or {"size": 1, "engine": "loop", "runs": [str(self.out_dir)]},
+            "slurm": slurm_info(),
             "wall_seconds": time.time() - self.started,
             "train_images_per_s": float(np.mean([h["images_per_s"] for h in history])) if history else None,
             "versions": library_versions(),

@@ -334,8 +334,8 @@ def test_launcher_and_search_presets_compose():
     with hydra_compose() as compose, warnings.catch_warnings():
         warnings.simplefilter("error")  # e.g. Hydra's deprecated automatic schema matching
         for preset, target in (("parallel", "joblib_launcher.JoblibLauncher"),
-                               ("slurm", "submitit_launcher.SlurmLauncher"),
-                               ("slurm_local", "submitit_launcher.LocalLauncher")):
+                               ("slurm", "imbalance_lab_launcher.slurm.SlurmLauncher"),
+                               ("slurm_local", "imbalance_lab_launcher.slurm.LocalLauncher")):
             cfg = compose(f"hydra/launcher={preset}")
             assert cfg.hydra.launcher._target_.endswith(target)
         cfg = compose("hydra/launcher=parallel")
