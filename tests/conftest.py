@@ -25,16 +25,31 @@ IN_PROCESS_THREADS = 1 if os.environ.get("PYTEST_XDIST_WORKER") else 2
 CLI_ENV = {"PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
+def slurm_unavailable() -> str | None:
+    """Why the SLURM tests cannot run here (None: a node of the cluster takes jobs)."""
+    import shutil
+
+    if not shutil.which("sbatch"):
+        return "needs SLURM (sbatch not found): start a one-node cluster with sudo bash scripts/slurm_local.sh start"
+    state = subprocess.run(["sinfo", "--noheader", "--format=%t"], capture_output=True, text=True, check=False)
+    if state.returncode or not {"idle", "mix", "alloc"} & set(state.stdout.split()):
+        return ("needs a running SLURM with a node that takes jobs (sinfo: "
+                f"{(state.stdout or state.stderr).strip() or 'no answer'}): sudo bash scripts/slurm_local.sh start")
+    return None
+
+
 def pytest_collection_modifyitems(config, items):
-    """Tests marked ``cuda`` (``pytest -m cuda``) need a CUDA GPU: skipped without one, so CI stays green."""
+    """Tests marked ``cuda`` (``pytest -m cuda``) need a CUDA GPU, those marked ``slurm`` a running SLURM: each is
+    skipped, with the reason, where it is missing, so CI on a machine without them stays green."""
     import torch
 
-    if torch.cuda.is_available():
-        return
-    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    needs = {"cuda": None if torch.cuda.is_available() else "needs a CUDA GPU"}
+    if any("slurm" in item.keywords for item in items):
+        needs["slurm"] = slurm_unavailable()
     for item in items:
-        if "cuda" in item.keywords:
-            item.add_marker(skip)
+        for mark, reason in needs.items():
+            if reason and mark in item.keywords:
+                item.add_marker(pytest.mark.skip(reason=reason))
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -192,14 +192,14 @@ class StackedLauncher(Launcher):
     def on_slurm(self, groups: list[list]) -> list[list[dict]]:
         """One SLURM job per stack (a job array); waits for them. A job that ends without its runs' results
         (cancelled, killed) records them failed with the job's state, and the sweep goes on."""
-        from .slurm import collect, job_error, make_executor, record_lost_run
+        from .slurm import collect, make_executor, record_lost_run
 
         executor = make_executor(self.slurm, "slurm", Path(str(self.config.hydra.sweep.dir)))
         submitted = executor.map_array(StackJob(), groups)
         log.info("submitted %d stacks as SLURM jobs %s", len(groups), ", ".join(j.job_id for j in submitted))
         by_job = {id(j): g for j, g in zip(submitted, groups)}
 
-        def lost(job, exc) -> list[dict]:
-            return [record_lost_run(Path(j.out_dir), job_error(job, exc), j.resolved_config) for j in by_job[id(job)]]
+        def lost(job, why: str) -> list[dict]:
+            return [record_lost_run(Path(j.out_dir), why, j.resolved_config) for j in by_job[id(job)]]
 
         return collect(submitted, lost)
