@@ -57,7 +57,7 @@ SlurmdLogFile=$LOGS/slurmd.log
 # a finished job leaves the queue quickly; a requeued one may start again at once
 MinJobAge=30
 KillWait=10
-SchedulerParameters=bf_interval=1,sched_min_interval=100000
+SchedulerParameters=bf_interval=1,sched_interval=2,sched_min_interval=100000
 NodeName=$host CPUs=$cpus RealMemory=$mem State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
 EOF

@@ -132,7 +132,7 @@ def test_experiment_presets_state_only_what_differs(compose):
 # ----------------------------------------------------------------------------- import layers
 # A module may import from its own layer and the ones before it, never from a later one.
 LAYERS = [
-    {"schema", "atomic", "runfolder", "worker"},
+    {"schema", "atomic", "runfolder", "worker", "preemption"},
     {"data"},
     {"losses"},
     {"models"},

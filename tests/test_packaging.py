@@ -91,13 +91,13 @@ def test_an_installed_wheel_runs_outside_the_checkout_with_a_users_config_folder
     (mine / "experiment").mkdir()
     (mine / "data" / "tiny_synthetic.yaml").write_text(TINY_DATA)
     (mine / "experiment" / "my_focal.yaml").write_text(USER_EXPERIMENT)
-    for how in (["--config-dir", str(mine)], [f"hydra.searchpath=[file://{mine}]"]):
-        out = tmp_path / how[0].strip("-").split(".")[-1].split("=")[0]
-        done = run_installed(installed, *how, "experiment=my_focal", f"hydra.run.dir={out}", cwd=tmp_path)
-        assert done.returncode == 0, done.stderr[-2000:]
-        metrics = read_json(out / "metrics.json")
-        assert metrics["status"] == "done" and metrics["method"] == "focal"
-        assert metrics["config"]["loss"]["gamma"] == 1.0 and metrics["data"]["class_counts"]["train"] == [96, 48, 24]
+    # (--config-dir <folder> adds it to the search path as hydra.searchpath=[file://<folder>] does)
+    done = run_installed(installed, "--config-dir", str(mine), "experiment=my_focal",
+                         f"hydra.run.dir={tmp_path / 'mine'}", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    metrics = read_json(tmp_path / "mine" / "metrics.json")
+    assert metrics["status"] == "done" and metrics["method"] == "focal"
+    assert metrics["config"]["loss"]["gamma"] == 1.0 and metrics["data"]["class_counts"]["train"] == [96, 48, 24]
 
     help_text = run_installed(installed, "--help", cwd=tmp_path).stdout
     assert "loss: affinity, affinity_cifar" in help_text and "experiment: affinity_cifar10" in help_text

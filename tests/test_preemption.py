@@ -88,9 +88,11 @@ def test_a_fixmatch_stack_told_to_stop_hands_the_signal_on_and_resumes_equal(tmp
 
 
 def test_a_killed_cli_run_stops_at_a_step_with_one_line_and_continues(tmp_path):
-    """A real SIGTERM from outside, at whatever moment: exit code 143, one line with the command that
-    continues, and the re-run ends as the uninterrupted run."""
-    run = [*LONG, "data.synthetic.train_per_class=400", "trainer.epochs=4", "trainer.threads=1"]
+    """A real SIGTERM from outside, at whatever moment, to a run with the GPU's arithmetic (bf16,
+    channels_last: test_gpu_path.py): exit code 143, one line with the command that continues, and the re-run
+    ends as the uninterrupted run (test_resume.py kills one with SIGKILL)."""
+    run = [*LONG, "data.synthetic.train_per_class=400", "trainer.epochs=4", "trainer.threads=1", "trainer.amp=true",
+           "trainer.channels_last=true"]
     folder = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, "-m", "imbalance_lab", *run, f"hydra.run.dir={folder}"], cwd=REPO,
                             env={**os.environ, **CLI_ENV}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -7,7 +7,6 @@ import subprocess
 import sys
 import time
 
-import pytest
 import torch
 from conftest import CLI_ENV, REPO, TINY, run_in_process
 
@@ -26,10 +25,8 @@ def comparable(metrics: dict) -> dict:
                     for h in metrics["history"]]}
 
 
-@pytest.mark.parametrize("policy", [[], ["trainer.amp=true", "trainer.channels_last=true"]],
-                         ids=["fp32", "bf16_channels_last"])  # the second: the GPU's arithmetic (test_gpu_path.py)
-def test_a_killed_run_continues_from_its_checkpoint_and_ends_as_if_never_stopped(tmp_path, policy):
-    args = [*RUN, *policy]
+def test_a_killed_run_continues_from_its_checkpoint_and_ends_as_if_never_stopped(tmp_path):
+    args = RUN
     killed = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, "-m", "imbalance_lab", *args, f"hydra.run.dir={killed}"], cwd=REPO,
                             env={**os.environ, **CLI_ENV}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -263,22 +263,21 @@ def test_resume_redoes_only_unfinished_runs(grid_sweep, tmp_path):
 
 
 def test_submitit_local_sweep_records_failed_runs_and_goes_on(tmp_path):
-    """The submitit path end to end (each run a separate process through submitit's local executor), and a
-    sweep in which runs fail: lr=1e30 diverges (NaN loss), lr=-1 is a config error caught before training."""
+    """A run that fails inside its submitit job (each run a separate process through submitit's local
+    executor; the real SLURM is in test_slurm.py): lr=1e30 diverges (NaN loss), lr=-1 is a config error caught
+    before training; both are recorded and the sweep goes on."""
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     sweep = tmp_path / "sweep"
     sweep_cli(sweep, "hydra/launcher=slurm_local", "data.imbalance=4", "optim=sgd", "optim.warmup_epochs=0",
-              "optim.lr=0.01,1e30,-1", returncode=1)
+              "optim.lr=1e30,-1", returncode=1)
     assert list((sweep / ".submitit").iterdir())  # the jobs went through submitit
     runs = pd.read_csv(sweep / report.RUNS_CSV)
     by_lr = {r["optim.lr"]: r for r in runs.to_dict("records")}
-    assert sorted(by_lr) == [-1, 0.01, 1e30]
-    assert by_lr[0.01]["status"] == "done" and by_lr[0.01]["test_macro_f1"] >= 0
+    assert sorted(by_lr) == [-1, 1e30]
     assert by_lr[1e30]["status"] == "failed" and "nan" in by_lr[1e30]["reason"].lower()
     assert by_lr[-1]["status"] == "failed" and by_lr[-1]["reason"].startswith("optim.lr=")
-    assert set(runs["method"]) == {"ce optim.lr=0.01", "ce optim.lr=1e+30", "ce optim.lr=-1"}
     text = (sweep / report.SUMMARY_MD).read_text()
-    assert "1 done, 2 failed" in text and "Runs not done (2)" in text
+    assert "0 done, 2 failed" in text and "Runs not done (2)" in text
 
 
 def test_optuna_search_stores_its_study(tmp_path):
@@ -333,7 +332,7 @@ def test_launcher_and_search_presets_compose():
 
     with hydra_compose() as compose, warnings.catch_warnings():
         warnings.simplefilter("error")  # e.g. Hydra's deprecated automatic schema matching
-        for preset, target in (("parallel", "joblib_launcher.JoblibLauncher"),
+        for preset, target in (("parallel", "imbalance_lab_launcher.parallel.ParallelLauncher"),
                                ("slurm", "imbalance_lab_launcher.slurm.SlurmLauncher"),
                                ("slurm_local", "imbalance_lab_launcher.slurm.LocalLauncher")):
             cfg = compose(f"hydra/launcher={preset}")

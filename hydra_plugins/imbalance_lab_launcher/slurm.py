@@ -50,7 +50,7 @@ def make_executor(params: dict, cluster: str, sweep_dir: Path):
 # SLURM job states after which a job will not run again (requeued ones pass through PENDING / REQUEUED)
 ENDED = {"BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED",
          "SPECIAL_EXIT", "TIMEOUT"}
-POLL_S, GRACE_S = 2.0, 10.0
+POLL_S, GRACE_S = 1.0, 5.0
 
 
 def slurm_state(job_id: str) -> str | None:
@@ -74,8 +74,16 @@ def wait_until_ended(job) -> str | None:
     if not isinstance(job, submitit.SlurmJob):
         job.wait()
         return None
-    ended_at = None
-    while not job.paths.result_pickle.exists():
+    ended_at, folder = None, job.paths.folder
+
+    def has_result() -> bool:
+        try:  # refreshes a network file system's cached view of the folder (as submitit does)
+            folder.chmod(folder.stat().st_mode)
+        except OSError:
+            pass
+        return job.paths.result_pickle.exists()
+
+    while not has_result():
         state = slurm_state(job.job_id)
         if state is None or state in ENDED:  # give its result file time to appear on a shared file system
             ended_at = ended_at or time.time()
