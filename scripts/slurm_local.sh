@@ -24,7 +24,10 @@ install() {
     return
   fi
   echo "installing slurm-wlm and munge (apt-get)"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q slurm-wlm munge >/dev/null
+  if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q slurm-wlm munge >/dev/null; then
+    apt-get update -q >/dev/null  # a fresh machine may have no package lists yet
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q slurm-wlm munge >/dev/null
+  fi
 }
 
 configure() {
@@ -36,7 +39,7 @@ configure() {
   cat >"$CONF" <<EOF
 # written by imbalance_lab's scripts/slurm_local.sh: a one-node cluster on $host
 ClusterName=imbalance-lab
-SlurmctldHost=$host
+SlurmctldHost=$host(127.0.0.1)
 SlurmUser=root
 AuthType=auth/munge
 ProctrackType=proctrack/linuxproc
@@ -58,7 +61,7 @@ SlurmdLogFile=$LOGS/slurmd.log
 MinJobAge=30
 KillWait=10
 SchedulerParameters=bf_interval=1,sched_interval=2,sched_min_interval=100000
-NodeName=$host CPUs=$cpus RealMemory=$mem State=UNKNOWN
+NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
 EOF
   if [ ! -s /etc/munge/munge.key ]; then

@@ -59,14 +59,34 @@ def pinned_threads():
     torch.set_num_threads(IN_PROCESS_THREADS)
 
 
+MIRROR_DATASETS = ["mnist", "cifar10"]  # what the real-data tests read
+
+
 @pytest.fixture(scope="session")
 def mirror() -> str:
-    """The offline dataset mirror for the real-data tests."""
+    """The offline dataset mirror for the real-data tests: $IMBALANCE_LAB_DATA, else one in the user cache,
+    built once from torchvision's downloads (``python -m imbalance_lab.mirror``; pytest-xdist workers wait for
+    each other's build)."""
     root = os.environ.get("IMBALANCE_LAB_DATA")
-    if not root:
-        pytest.fail("IMBALANCE_LAB_DATA is not set: point it at the offline dataset mirror (e.g. ../shared/data) "
-                    "to run the real-data tests")
-    return root
+    if root:
+        return root
+    import fcntl
+
+    from imbalance_lab.data.sources import DatasetUnavailable, cache_home
+    from imbalance_lab.mirror import build, complete
+
+    folder = Path(cache_home()) / "mirror"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not complete(folder, MIRROR_DATASETS):
+            try:
+                build(folder, MIRROR_DATASETS)
+            except DatasetUnavailable as exc:
+                pytest.fail(f"IMBALANCE_LAB_DATA is not set and no mirror could be built in {folder} ({exc}): "
+                            "point IMBALANCE_LAB_DATA at an offline dataset mirror (e.g. ../shared/data), or run "
+                            "where the internet is reachable")
+    return str(folder)
 
 
 def run_cli(*args: str, module: str = "imbalance_lab", cwd: Path | None = None,

@@ -139,7 +139,7 @@ LAYERS = [
     {"train", "metrics", "plots"},
     {"evaluation", "record", "checkpoint", "baselines"},
     {"run"},
-    {"configstore", "app", "__main__", "report", "compare", "callbacks", "reference", "__init__"},
+    {"configstore", "app", "__main__", "report", "compare", "callbacks", "reference", "mirror", "__init__"},
 ]
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
 
