@@ -52,7 +52,8 @@ def build(folder: Path, datasets: list[str], download_dir: str | None = None, lo
         try:
             raw = download(name, download_dir)
         except Exception as exc:  # whatever failed (network, disk, checksum): one line, what to do
-            raise DatasetUnavailable(f"{name}: torchvision could not download it ({str(exc).strip()[:200]}); run "
+            reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+            raise DatasetUnavailable(f"{name}: torchvision could not download it ({reason}); run "
                                      "where the internet is reachable, or copy its mirror files "
                                      f"({name}_train.npz, {name}_test.npz) into {folder}") from exc
         for path, images, labels in zip(files(folder, name), (raw.train_images, raw.test_images),
