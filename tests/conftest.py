@@ -38,10 +38,20 @@ def slurm_unavailable() -> str | None:
     return None
 
 
+# The files that take longest go first: pytest-xdist hands whole files to its workers in collection order, and
+# a long file started last would keep one worker busy while the other idles.
+LONGEST_FIRST = ["test_slurm.py", "test_sweeps.py", "test_cli.py", "test_reliability.py", "test_gpu_path.py",
+                 "test_packaging.py", "test_compile.py"]
+
+
 def pytest_collection_modifyitems(config, items):
     """Tests marked ``cuda`` (``pytest -m cuda``) need a CUDA GPU, those marked ``slurm`` a running SLURM: each is
-    skipped, with the reason, where it is missing, so CI on a machine without them stays green."""
+    skipped, with the reason, where it is missing, so CI on a machine without them stays green. The longest
+    files are collected first (``LONGEST_FIRST``)."""
     import torch
+
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file keeps its order
 
     needs = {"cuda": None if torch.cuda.is_available() else "needs a CUDA GPU"}
     if any("slurm" in item.keywords for item in items):

@@ -172,3 +172,16 @@ def test_no_module_imports_from_a_later_layer():
         upward += [f"{path.relative_to(REPO)} imports {name}" for name in package_imports(path)
                    if LAYER[name] > LAYER[own]]
     assert not upward
+
+
+def test_help_lists_the_groups_users_choose_from_not_the_schemas():
+    from imbalance_lab.configstore import option_groups
+
+    with hydra_compose() as compose:
+        help_cfg = compose().hydra.help
+        groups = option_groups()
+        template = help_cfg.template  # resolved as --help resolves it
+    lines = dict(line.split(": ", 1) for line in groups.splitlines())
+    assert set(lines) == {"data", "experiment", "hparams_search", "loss", "model", "optim"}
+    assert lines["loss"].split(", ") == sorted(p.stem for p in (REPO / "configs" / "loss").glob("*.yaml"))
+    assert groups in template and "schema/" not in template and "--config-dir" in template

@@ -75,7 +75,7 @@ def test_a_stacked_sweep_on_slurm_is_one_job_per_stack(tmp_path):
     assert "submitted 2 stacks as SLURM jobs" in done.stderr + done.stdout
 
 
-LONG = ["data.synthetic.train_per_class=1500", "trainer.epochs=3", "trainer.checkpoint_every=0", "loss=debiased"]
+LONG = ["data.synthetic.train_per_class=1500", "trainer.epochs=2", "trainer.checkpoint_every=0", "loss=debiased"]
 
 
 def test_a_job_told_of_its_time_limit_is_requeued_and_continues_from_that_step(tmp_path):
@@ -86,7 +86,7 @@ def test_a_job_told_of_its_time_limit_is_requeued_and_continues_from_that_step(t
     proc = sweep(tmp_path / "sweep", "hydra/launcher=slurm", *LONG, "seed=0", wait=False)
     try:
         logs = lambda: list((tmp_path / "sweep").glob("*/imbalance_lab.log"))
-        wait_for(lambda: logs() and "epoch 1/3" in logs()[0].read_text(), "the first epoch")
+        wait_for(lambda: logs() and "epoch 1/2" in logs()[0].read_text(), "the first epoch")
         job = job_of(tmp_path / "sweep", 0)
         subprocess.run(["scancel", "--signal=USR2", job], check=True)
         wait_for(lambda: requeued_and_released(job), "the requeue")
