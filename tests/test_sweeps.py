@@ -5,6 +5,7 @@ tiny synthetic config (CPU, one epoch).
 """
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -391,3 +392,31 @@ def test_published_reference_numbers_are_the_papers():
     assert (debiaspl["value"], debiaspl["sd"], debiaspl["metric"]) == (77.51, 0.76, "top1_acc_pct")
     assert cell("debiaspl_cifar10_lt", 100, "fixmatch, unlabelled reversed")["value"] == 69.95
     assert cell("debiaspl_cifar10_lt", 150, "fixmatch")["ours"].endswith("ssl.unlabelled_imbalance=150")
+
+
+def test_parallel_workers_each_get_one_gpu(tmp_path):
+    """hydra/launcher=parallel with 2 workers and 2 GPUs: each worker claims a slot and its GPU through
+    CUDA_VISIBLE_DEVICES, set before anything touches CUDA, and every run records its worker's assignment (here
+    on CPU: the names stand for GPUs and nothing else changes). More workers than GPUs: test_gpu_slots_..."""
+    sweep = tmp_path / "sweep"
+    sweep_cli(sweep, "hydra/launcher=parallel", "hydra.launcher.gpus=[g0,g1]", "data.imbalance=2,4")
+    devices = [read_json(p)["device"] for p in sweep.glob("*/metrics.json")]
+    assigned = {(d["worker_slot"], d["cuda_visible_devices"]) for d in devices}
+    assert len(devices) == 2 and assigned <= {(0, "g0"), (1, "g1")}
+    assert not list((sweep / ".gpu_slots").iterdir())  # the workers gave their slots back on exit
+
+
+def test_gpu_slots_go_round_robin_and_a_dead_workers_slot_is_taken_again(tmp_path, monkeypatch):
+    """The third worker on two GPUs shares the first GPU; a slot whose process is gone is free again."""
+    from imbalance_lab import worker
+
+    monkeypatch.setenv(worker.GPUS_ENV, "g0,g1")
+    monkeypatch.setenv(worker.SLOTS_ENV, str(tmp_path))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    (tmp_path / "0").write_text(str(os.getpid()))  # a live worker
+    (tmp_path / "1").write_text(str(os.getppid()))  # another live one
+    monkeypatch.setattr(worker, "_claimed", None)
+    assert worker.claim_gpu() == (2, "g0") and os.environ["CUDA_VISIBLE_DEVICES"] == "g0"
+    (tmp_path / "1").write_text("999999999")  # its process is gone
+    monkeypatch.setattr(worker, "_claimed", None)
+    assert worker.claim_gpu() == (1, "g1") and (tmp_path / "1").read_text() == str(os.getpid())
