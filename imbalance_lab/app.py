@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import re
 import sys
 from pathlib import Path
 
@@ -11,12 +13,21 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from .checkpoint import drop as drop_checkpoints
 from .configstore import register_configs, validate
 from .data import DatasetUnavailable
 from .preemption import Terminated
-from .runfolder import METRICS_FILE, is_done, library_versions, read_metrics, write_json_atomic
+from .runfolder import (
+    METRICS_FILE,
+    describe_error,
+    is_done,
+    library_versions,
+    os_error_behind,
+    read_metrics,
+    write_json_atomic,
+)
 from .schema import ConfigError
-from .worker import claim_gpu, end_with_parent
+from .worker import claim_gpu, end_with_parent, in_worker
 
 log = logging.getLogger("imbalance_lab")
 
@@ -64,6 +75,7 @@ def prepare(cfg: DictConfig):
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     if multirun and is_done(out_dir):
         log.info("already done, skipped: %s", out_dir)
+        drop_checkpoints(out_dir)  # left by a kill between its metrics.json and their deletion
         done = read_metrics(out_dir)
         warn_if_other_threads(done, cfg, out_dir)
         return done
@@ -101,8 +113,10 @@ def main(cfg: DictConfig) -> float | None:
     except (ConfigError, DatasetUnavailable) as exc:  # found while reading the data
         return objective(refuse(job.out_dir, str(exc), job.resolved_config, job.multirun))
     except KeyboardInterrupt:
-        where = f"hydra.sweep.dir={HydraConfig.get().sweep.dir}" if job.multirun else "the same command"
-        print(f"interrupted; resume with {where} (finished runs are kept)", file=sys.stderr)
+        if not in_worker():  # a parallel launcher's worker (Ctrl-C reaches all): the sweep's process says it
+            where = (f"hydra.sweep.dir={HydraConfig.get().sweep.dir}" if job.multirun
+                     else f"hydra.run.dir={job.out_dir}")
+            print(f"interrupted; resume with {where} (finished runs are kept)", file=sys.stderr)
         raise SystemExit(130) from None
     except Terminated as exc:  # SIGTERM / SIGUSR2: the run wrote a checkpoint of where it stopped
         resume = (f"hydra.sweep.dir={HydraConfig.get().sweep.dir}" if job.multirun
@@ -114,12 +128,95 @@ def main(cfg: DictConfig) -> float | None:
         raise SystemExit(128 + exc.signum) from None
     except Exception as exc:  # a bug or an out-of-memory in one run must not end a sweep
         if not job.multirun:
+            if os_error_behind(exc) is not None:  # e.g. a full disk: its cause, in one line
+                reason = describe_error(exc)
+                log.exception("run failed: %s", reason)
+                try:
+                    record_failure(job.out_dir, reason, job.resolved_config)
+                except OSError:
+                    pass
+                print(f"error: the run failed: {reason} (the traceback is in the log)", file=sys.stderr)
+                raise SystemExit(1) from None
             raise
         log.exception("run failed with an unexpected error: %s", job.out_dir)
-        return objective(record_failure(job.out_dir, f"{type(exc).__name__}: {exc}", job.resolved_config))
+        return objective(record_failure(job.out_dir, describe_error(exc), job.resolved_config))
     if result["status"] != "done" and not job.multirun:
         sys.exit(1)
     return objective(result)
+
+
+def refused(exc: BaseException) -> str:
+    """One line for a config Hydra could not compose: an option a group does not have, a value of the wrong
+    type, an override it cannot parse (``key=value is not allowed: what is``)."""
+    from hydra.errors import MissingConfigException, OverrideParseException
+
+    if isinstance(exc, ConfigError):
+        return str(exc)
+    if isinstance(exc, OverrideParseException):
+        return (f"the overrides cannot be parsed ({' '.join(str(exc).split())[:160]}); write key=value, "
+                "group=option, or key=a,b for a sweep")
+    missing = getattr(exc, "missing_cfg_file", None) if isinstance(exc, MissingConfigException) else None
+    if missing and "/" in missing:
+        group, _, option = missing.rpartition("/")
+        options = sorted(exc.options or [])
+        return f"{group}={option} is not allowed: " + (f"one of {', '.join(options)}" if options
+                                                       else f"the group {group} has no options")
+    cause = exc.__cause__
+    key = getattr(cause, "full_key", None)
+    if key:
+        merged = re.search(rf"override {re.escape(key)}=(.*)$", str(exc).splitlines()[0])
+        given = [a.split("=", 1)[1] for a in sys.argv[1:] if a.lstrip("+~").startswith(f"{key}=")]
+        value = merged.group(1) if merged else (given[-1] if given else "?")
+        return f"{key}={value} is not allowed: {_readable(str(cause).splitlines()[0])}"
+    detail = " ".join(str(cause or "").split())
+    return " ".join(str(exc).split()) + (f" ({detail})" if detail and detail not in str(exc) else "")
+
+
+def _readable(omegaconf_message: str) -> str:
+    """OmegaConf's type errors as what is allowed."""
+    kinds = {"Float": "a number", "Integer": "an integer", "Boolean": "true or false"}
+    converted = re.search(r"could not be converted to (\w+)", omegaconf_message)
+    if converted:
+        return kinds.get(converted.group(1), converted.group(1).lower())
+    if "is not a ListConfig, list or tuple" in omegaconf_message:
+        return "a list, e.g. [1.0,2.0]"
+    unknown = re.match(r"Key '([^']+)' not in '([^']+)'", omegaconf_message)
+    if unknown:
+        return f"not a setting of {unknown.group(2)}"
+    return omegaconf_message
+
+
+def cli() -> None:
+    """``python -m imbalance_lab`` and ``imbalance-lab``: Hydra's app, whose refused configs (an unknown config
+    option or experiment, a value of the wrong type, an override it cannot parse, a launcher setting out of
+    range) end with one ``error:`` line and exit code 2, and whose interruptions in any launcher with one line
+    (130 for Ctrl-C, 128 + n for a signal) — never a traceback."""
+    from hydra.errors import HydraException
+
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # Hydra raises its errors here instead of printing a report
+    # After Ctrl-C in a parallel sweep, multiprocessing's resource tracker (a process of its own, started later
+    # with this environment) cleans up joblib's interrupted semaphores and would say so in a warning
+    quiet = "ignore:resource_tracker:UserWarning"
+    if quiet not in os.environ.get("PYTHONWARNINGS", ""):
+        os.environ["PYTHONWARNINGS"] = ",".join(w for w in (os.environ.get("PYTHONWARNINGS"), quiet) if w)
+    try:
+        main()
+    except (HydraException, ConfigError) as exc:
+        print(f"error: {refused(exc)}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        print(f"interrupted; resume with {_resume_hint()} (finished runs are kept)", file=sys.stderr)
+        raise SystemExit(130) from None
+    except Terminated as exc:
+        print(f"stopped by {exc}; re-run with {_resume_hint()} to continue", file=sys.stderr)
+        raise SystemExit(128 + exc.signum) from None
+
+
+def _resume_hint() -> str:
+    """The setting that re-runs into the same folder, for an interruption outside a run's own handling."""
+    from .callbacks import STARTED
+
+    return STARTED.get("resume", "the same command")
 
 
 def objective(metrics: dict | None) -> float | None:
@@ -129,4 +226,4 @@ def objective(metrics: dict | None) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    cli()

@@ -29,6 +29,11 @@ def writable_folder(key: str, folder: str) -> None:
         raise SystemExit(2) from None
 
 
+# What this process started (the setting that re-runs into the same folder), for a one-line resume hint when
+# an interruption ends it outside a run's own handling (app.cli)
+STARTED: dict[str, str] = {}
+
+
 class SweepSummary(Callback):
     """Checks the output folder before a run or sweep starts, and writes the sweep summary
     (``python -m imbalance_lab.report``) when a multirun ends.
@@ -43,11 +48,13 @@ class SweepSummary(Callback):
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         writable_folder("hydra.run.dir", str(config.hydra.run.dir))
+        STARTED["resume"] = f"hydra.run.dir={config.hydra.run.dir}"
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         # The sweep folder exists before the sweeper starts: the Optuna sweeper opens its SQLite study there
         # before the launcher has made the folder.
         writable_folder("hydra.sweep.dir", str(config.hydra.sweep.dir))
+        STARTED["resume"] = f"hydra.sweep.dir={config.hydra.sweep.dir}"
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))

@@ -8,8 +8,8 @@ checkpoint that loads and belongs to the same config; an unreadable (truncated) 
 before, or to the start. A stack resumes from the newest position every member has. Besides every
 ``checkpoint_every`` epochs, a run writes one where it stands when told to stop (SIGTERM, SIGUSR2: a time limit,
 a preemption), at the next step boundary (``imbalance_lab.preemption``). A finished run keeps its
-final weights as ``model.pt`` (a state dict: ``torch.load(path, weights_only=True)``) and drops its
-checkpoints.
+final weights as ``model.pt`` (a state dict: ``torch.load(path, weights_only=True)``), writes its
+``metrics.json``, and only then drops its checkpoints.
 
 Files are device-free: every tensor is saved from the CPU and loaded onto the CPU (``map_location="cpu"``),
 so a file written on a GPU loads on a machine without one and random-generator states come back as the CPU
@@ -36,8 +36,26 @@ log = logging.getLogger(__name__)
 CHECKPOINT, PREVIOUS, FINAL_WEIGHTS = "checkpoint.pt", "checkpoint.prev.pt", "model.pt"
 
 
+# Settings that do not change what a run computes, left out of a checkpoint's identity: a run stopped under one
+# value continues under another (a progress bar switched on, the data mirror moved). trainer.threads changes
+# numbers on a CPU in their last bits, but so does trainer.threads=null (the default: one thread per core) on
+# another machine, and a requeued job may land on one; it is left out too, and a resume with another count is
+# logged (and recorded: metrics.json's device.threads is the count it finished with).
+NOT_IDENTITY = ("data.root", "data.download_dir", "trainer.progress", "trainer.checkpoint_every",
+                "trainer.sync_check", "trainer.threads")
+
+
 def config_hash(resolved_config: dict) -> str:
-    return hashlib.sha256(json.dumps(resolved_config, sort_keys=True, default=str).encode()).hexdigest()
+    """A run's identity for its checkpoints: the resolved config without ``NOT_IDENTITY``."""
+    config = json.loads(json.dumps(resolved_config, default=str))
+    for key in NOT_IDENTITY:
+        *parents, leaf = key.split(".")
+        node = config
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
 
 
 def save(out_dir: Path, state: dict) -> None:
@@ -81,10 +99,14 @@ def position(state: dict) -> tuple[int, int]:
     return state["epoch"], state.get("step", 0)
 
 
-def finish(out_dir: Path, model: torch.nn.Module | None) -> None:
-    """Keep the final weights (a finished run) and drop the checkpoints."""
-    if model is not None:
-        weights = to_cpu(model.state_dict())
-        atomic_write(Path(out_dir) / FINAL_WEIGHTS, lambda f: torch.save(weights, f))
+def save_final(out_dir: Path, model: torch.nn.Module) -> None:
+    """Keep a finished run's final weights (``model.pt``, CPU tensors), atomically."""
+    weights = to_cpu(model.state_dict())
+    atomic_write(Path(out_dir) / FINAL_WEIGHTS, lambda f: torch.save(weights, f))
+
+
+def drop(out_dir: Path) -> None:
+    """Delete a run's checkpoints — only once its ``metrics.json`` is written: a run killed between the two is
+    done, one killed before still has its checkpoints."""
     for name in (CHECKPOINT, PREVIOUS):
         (Path(out_dir) / name).unlink(missing_ok=True)

@@ -25,6 +25,7 @@ from .losses.fixmatch import FixMatchLoss
 from .models import build_model
 from .preemption import signals_deferred
 from .record import RunRecord
+from .runfolder import describe_error
 from .schema import Config
 from .train import Member, Precision, TrainingFailed, fit_stack, resolve_device
 from .train.objective import Objective
@@ -138,12 +139,17 @@ def train_members(jobs: list[Job], members: list[Member], records: list[RunRecor
         for m, state, record in zip(members, resume, records):
             m.on_eval.best_val, record.resumed_from = state["best_val"], state["epoch"]
             record.resumed_from_step = state.get("step") or None
+        if device.type == "cpu" and resume[0].get("threads") not in (None, torch.get_num_threads()):
+            log.warning("the checkpoint was written with %s CPU threads and the run continues with %s: on a CPU its "
+                        "numbers then differ in their last bits from an uninterrupted run's", resume[0]["threads"],
+                        torch.get_num_threads())
             if state.get("device", device.type) != device.type:
                 record.resumed_from_device = state["device"]
 
     def save(epoch: int, states: list[dict]) -> None:
         for job, m, state, digest in zip(jobs, members, states, hashes):
-            checkpoint.save(job.out_dir, state | {"best_val": m.on_eval.best_val, "config_hash": digest})
+            checkpoint.save(job.out_dir, state | {"best_val": m.on_eval.best_val, "config_hash": digest,
+                                                  "threads": torch.get_num_threads()})
 
     cfg = jobs[0].cfg
     x, y = torch.from_numpy(split.train_x).to(device), torch.from_numpy(split.train_y).to(device)
@@ -195,14 +201,33 @@ def _run_stack(jobs: list[Job], device: torch.device) -> list[dict]:
         engine, outcomes = train_members(jobs, members, records, split, device)
     seconds = time.perf_counter() - started
     stack = {"size": len(jobs), "engine": engine, "runs": [str(j.out_dir) for j in jobs]}
-    results = []
-    for k, ((outcome, status, reason), record) in enumerate(zip(outcomes, records)):
+    return [finish(record, members[k] if members else None, outcome, status, reason, seconds, stack)
+            for k, ((outcome, status, reason), record) in enumerate(zip(outcomes, records))]
+
+
+def finish(record: RunRecord, member: Member | None, outcome: Outcome, status: str, reason: str | None,
+           seconds: float, stack: dict) -> dict:
+    """Write one run's results — ``model.pt``, then ``metrics.json`` (its last write: the run is done), then
+    drop its checkpoints — so a kill at any point leaves it done or resumable. A write that fails (a full
+    disk) fails this run alone, with the root cause as its reason; the stack's other runs are written as
+    usual. Returns the metrics."""
+    try:
         if reason:
             log.error("run failed: %s (%s)", reason, record.out_dir)
-        m = members[k] if members else None
-        checkpoint.finish(record.out_dir, m.objective.eval_model(m.model) if m and status == "done" else None)
-        results.append(record.finish(outcome, status, reason, train_seconds=seconds, stack=stack))  # last
-    return results
+        if member is not None and status == "done":
+            checkpoint.save_final(record.out_dir, member.objective.eval_model(member.model))
+        metrics = record.finish(outcome, status, reason, train_seconds=seconds, stack=stack)
+    except Exception as exc:
+        failure = f"writing its results: {describe_error(exc)}"
+        log.exception("run failed %s (%s)", failure, record.out_dir)
+        try:
+            return record.finish(Outcome(history=outcome.history), "failed", failure, train_seconds=seconds,
+                                 stack=stack)
+        except Exception:
+            log.exception("could not record the failure of %s either", record.out_dir)
+            return {"status": "failed", "reason": failure}
+    checkpoint.drop(record.out_dir)
+    return metrics
 
 
 def run_experiment(cfg: Config, out_dir: Path, resolved_config: dict, loss_option: str | None = None) -> dict:

@@ -59,11 +59,13 @@ def save_npz_atomic(path: Path, **arrays) -> None:
 
 
 def read_metrics(run_dir: Path) -> dict | None:
-    """The run's metrics, or None if it has no readable metrics file (never finished, or corrupt)."""
+    """The run's metrics, or None if it has no readable metrics file (never finished, or corrupt: unreadable,
+    not JSON, or JSON that is not an object)."""
     try:
-        return json.loads((Path(run_dir) / METRICS_FILE).read_text())
+        metrics = json.loads((Path(run_dir) / METRICS_FILE).read_text())
     except (OSError, ValueError):
         return None
+    return metrics if isinstance(metrics, dict) else None
 
 
 def is_done(run_dir: Path) -> bool:
@@ -80,3 +82,24 @@ def library_versions() -> dict[str, str]:
         except PackageNotFoundError:
             out[dist] = "not installed"
     return out
+
+
+def os_error_behind(exc: BaseException) -> OSError | None:
+    """The operating-system error an exception comes from, if any (raised as it, or chained under it: a
+    library that failed to write wraps the ``OSError`` of the full disk)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno is not None:
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def describe_error(exc: BaseException) -> str:
+    """``Type: message`` of an exception, for a run's recorded reason; for an I/O failure its root cause (a
+    full disk shows as ``OSError: [Errno 28] No space left on device``, not as the error of the library that
+    was writing)."""
+    exc = os_error_behind(exc) or exc
+    message = " ".join(str(exc).split())[:500]
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__

@@ -339,12 +339,17 @@ class Config:
                   f"null or one weight per class ({self.data.num_classes} for data={self.data.name})")
 
 
+FLOAT32_MAX = 3.4028234663852886e38
+
+
 def to_dataclasses(cfg: DictConfig) -> Config:
     """Check the composed config and return it as dataclasses: every number finite, every key a field of
     its schema (a key added with ``+`` that no schema has is a typo, not a setting), every value in its
     range (``__post_init__``). Raises :class:`ConfigError`."""
     for key, value in leaves(cfg):
-        check(not isinstance(value, float) or math.isfinite(value), key, value, "a finite number")
+        # training computes in float32: a value beyond its range (optim.lr=1e308) would overflow there
+        check(not isinstance(value, float) or (math.isfinite(value) and abs(value) <= FLOAT32_MAX), key, value,
+              f"a finite number of at most {FLOAT32_MAX:.4g} in size (training computes in float32)")
     try:
         config = OmegaConf.to_object(cfg)
     except OmegaConfBaseException as exc:  # e.g. a mandatory value left missing

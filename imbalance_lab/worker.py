@@ -23,6 +23,11 @@ POLL_SECONDS = 0.5
 _watching = False
 
 
+def in_worker() -> bool:
+    """Whether this process is a worker started by a launcher through multiprocessing (joblib's loky)."""
+    return multiprocessing.parent_process() is not None
+
+
 def end_with_parent() -> None:
     """In a multiprocessing worker, start (once) a daemon thread that exits the process when its parent is
     gone (the worker is then re-parented). A process started otherwise — a shell's, a SLURM job — is left

@@ -77,27 +77,34 @@ def test_an_unexpected_error_in_one_run_is_recorded_and_the_sweep_goes_on(tmp_pa
     assert "Traceback" in log.read_text()  # the traceback is kept in the run's log
 
 
-def test_ctrl_c_is_one_line_and_exit_code_130(tmp_path):
-    run_dir = tmp_path / "run"
+@pytest.mark.parametrize("launcher", ["single run", "parallel"])
+def test_ctrl_c_is_one_line_and_exit_code_130(tmp_path, launcher):
+    """Ctrl-C as a terminal sends it — SIGINT to the command's whole process group, workers included — during
+    training: one line naming the folder to resume into, exit code 130, no traceback, no run looking done."""
+    out = tmp_path / "out"
+    args = ([*TINY, "trainer.epochs=500", f"hydra.run.dir={out}"] if launcher == "single run" else
+            ["-m", "hydra/launcher=parallel", *TINY, "trainer.epochs=500", "seed=0,1", f"hydra.sweep.dir={out}"])
     # A shell starts background jobs (`pytest ... &`, a CI script run that way) with SIGINT ignored, which a child
     # inherits; one with a handler here starts with Ctrl-C's default, as a terminal's foreground command does.
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        proc = subprocess.Popen([sys.executable, "-m", "imbalance_lab", *TINY, "trainer.epochs=500",
-                                 f"hydra.run.dir={run_dir}"], cwd=REPO, env={**os.environ, **CLI_ENV},
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen([sys.executable, "-m", "imbalance_lab", *args], cwd=REPO,
+                                env={**os.environ, **CLI_ENV}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, start_new_session=True)
     finally:
         signal.signal(signal.SIGINT, previous)
+    training = 1 if launcher == "single run" else 2
     deadline = time.time() + 120
-    while not (run_dir / "subset_indices.npz").exists() and time.time() < deadline:  # training has started
+    while len(list(out.glob("**/subset_indices.npz"))) < training and time.time() < deadline:
         time.sleep(0.2)
     time.sleep(1.0)
-    proc.send_signal(signal.SIGINT)
+    os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130
     lines = [line for line in err.splitlines() if line.strip()]
-    assert lines == ["interrupted; resume with the same command (finished runs are kept)"], err
-    assert not (run_dir / "metrics.json").exists()  # an interrupted run never looks done
+    where = f"hydra.run.dir={out}" if launcher == "single run" else f"hydra.sweep.dir={out}"
+    assert lines == [f"interrupted; resume with {where} (finished runs are kept)"], err
+    assert not list(out.glob("**/metrics.json"))  # an interrupted run never looks done
 
 
 def children(pid: int) -> set[int]:

@@ -18,7 +18,11 @@ class ParallelLauncher(JoblibLauncher):
         self.gpus = None if gpus is None else list(gpus)
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from imbalance_lab.schema import check
         from imbalance_lab.worker import gpus_for_workers
 
+        n_jobs = self.joblib.get("n_jobs")
+        check(isinstance(n_jobs, int) and n_jobs != 0, "hydra.launcher.n_jobs", n_jobs,
+              "an integer >= 1 (runs at once), or negative for all CPUs but n_jobs + 1")
         with gpus_for_workers(self.gpus, Path(str(self.config.hydra.sweep.dir)) / ".gpu_slots"):
             return super().launch(job_overrides, initial_job_idx)

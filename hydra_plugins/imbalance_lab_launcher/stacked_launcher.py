@@ -59,7 +59,7 @@ def train_stack(jobs: list, threads: int | None = None) -> list[dict]:
     from imbalance_lab.data import DatasetUnavailable
     from imbalance_lab.preemption import Terminated
     from imbalance_lab.run import run_stack
-    from imbalance_lab.runfolder import is_done
+    from imbalance_lab.runfolder import describe_error, is_done
     from imbalance_lab.schema import ConfigError
     from imbalance_lab.worker import claim_gpu, end_with_parent
 
@@ -88,7 +88,7 @@ def train_stack(jobs: list, threads: int | None = None) -> list[dict]:
             reason = str(exc)
             log.error("error: %s", reason)
         else:  # a bug, an out-of-memory: the traceback goes to the runs' logs
-            reason = f"{type(exc).__name__}: {exc}"
+            reason = describe_error(exc)
             log.exception("stack failed with an unexpected error")
         return [record_failure(Path(j.out_dir), reason, j.resolved_config) for j in jobs]
     finally:
@@ -130,12 +130,11 @@ class StackedLauncher(Launcher):
         from imbalance_lab.app import objective, prepare
         from imbalance_lab.preemption import Terminated
         from imbalance_lab.run import Job
+        from imbalance_lab.schema import check, one_of
 
-        if self.max_stack < 1 or self.n_jobs < 1:
-            raise ValueError(f"hydra.launcher.max_stack={self.max_stack}, hydra.launcher.n_jobs={self.n_jobs}: "
-                             "both must be integers >= 1")
-        if self.executor not in ("local", "slurm"):
-            raise ValueError(f"hydra.launcher.executor={self.executor} is not allowed: one of local, slurm")
+        check(self.max_stack >= 1, "hydra.launcher.max_stack", self.max_stack, "an integer >= 1")
+        check(self.n_jobs >= 1, "hydra.launcher.n_jobs", self.n_jobs, "an integer >= 1")
+        one_of("hydra.launcher.executor", self.executor, ("local", "slurm"))
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)

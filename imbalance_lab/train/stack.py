@@ -65,19 +65,25 @@ class LoopEngine:
     def lr(self) -> float:
         return self.optimizers[0].param_groups[0]["lr"]
 
-    def step(self, batches, active) -> list[torch.Tensor | None]:
+    def step(self, batches, active) -> list[torch.Tensor | Exception | None]:
+        """Each active member's step; its loss, None (inactive), or the exception its step raised (that member
+        alone fails: the others are separate models)."""
         losses = []
         for k, ((xb, yb), on) in enumerate(zip(batches, active)):
             if not on:
                 losses.append(None)
                 continue
-            with self.precision.compute():
-                logits = self.precision.logits(self.forwards[k](self.precision.inputs(xb)))
-            loss = self.members[k].loss_fn(logits, yb)
-            self.optimizers[k].zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizers[k].step()
-            self.schedulers[k].step()
+            try:
+                with self.precision.compute():
+                    logits = self.precision.logits(self.forwards[k](self.precision.inputs(xb)))
+                loss = self.members[k].loss_fn(logits, yb)
+                self.optimizers[k].zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizers[k].step()
+                self.schedulers[k].step()
+            except Exception as exc:  # noqa: BLE001 - recorded as the member's failure by fit_stack
+                losses.append(exc)
+                continue
             losses.append(loss.detach())
         return losses
 
@@ -134,20 +140,30 @@ class VmapEngine:
     def lr(self) -> float:
         return self.optimizer.param_groups[0]["lr"]
 
-    def step(self, batches, active) -> list[torch.Tensor | None]:
+    def step(self, batches, active) -> list[torch.Tensor | Exception | None]:
+        """One step of the stacked model. A member whose own loss raises is dropped from the step (its loss,
+        hence its gradient, left out; the exception returned in its place) and the others step as before; an
+        error in the shared forward or backward fails the whole stack."""
         xs = self.precision.stacked_inputs(torch.stack([xb for xb, _ in batches]))
         with self.precision.compute():
             logits = self.precision.logits(self.forward(self.params, self.buffers, xs))
-        losses, total = [], 0.0
+        losses, total = [], None
         for k, (m, (_, yb), on) in enumerate(zip(self.members, batches, active)):
+            if not on:
+                losses.append(None)
+                continue
             own = {n: self.params[n][k] for n in self.loss_params[k]}
-            loss = functional_call(m.loss_fn, own, (logits[k], yb)) if own else m.loss_fn(logits[k], yb)
-            losses.append(loss.detach() if on else None)
-            if on:
-                total = total + loss
+            try:
+                loss = functional_call(m.loss_fn, own, (logits[k], yb)) if own else m.loss_fn(logits[k], yb)
+            except Exception as exc:  # noqa: BLE001 - recorded as the member's failure by fit_stack
+                losses.append(exc)
+                continue
+            losses.append(loss.detach())
+            total = loss if total is None else total + loss
         self.optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        self.optimizer.step()
+        if total is not None:
+            total.backward()
+            self.optimizer.step()
         self.scheduler.step()
         return losses
 

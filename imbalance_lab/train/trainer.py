@@ -17,6 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import preemption
+from ..runfolder import describe_error
 from ..schema import check
 from .augment import random_crop_flip
 from .objective import Objective
@@ -193,21 +194,41 @@ def fit_stack(members: list[Member], x: torch.Tensor, y: torch.Tensor, *, traine
                 m.objective.start_epoch(m.generator, steps)
             loss_sums = [torch.zeros((), device=device) for _ in members]
         stopped = 0
+
+        def fail(k: int, exc: Exception, where: str, active: list[bool] = active) -> None:
+            """Member k raised: it alone stops, failed with the reason; the stack goes on without it."""
+            members[k].failed = f"{describe_error(exc)} ({where})"
+            active[k] = False
+            log.error("member %d of the stack failed: %s", k, members[k].failed, exc_info=exc)
+
         with no_host_sync(device, trainer_cfg.sync_check):
             for i in range(first, steps):
                 batches = []
-                for m, order in zip(members, orders):
+                for k, (m, order) in enumerate(zip(members, orders)):
                     idx = order[i * batch_size:(i + 1) * batch_size]
                     xb, yb = x[idx], y[idx]
                     if augment:
                         xb = random_crop_flip(xb, generator=m.generator)
                     if batch_transform is not None:
                         xb, yb = batch_transform(xb, yb)
-                    batches.append((m.objective.inputs(xb, i, m.generator), yb))
-                for m, total, loss in zip(members, loss_sums, engine.step(batches, active)):
-                    if loss is not None:
+                    try:
+                        batches.append((m.objective.inputs(xb, i, m.generator), yb) if active[k] else None)
+                    except Exception as exc:  # noqa: BLE001 - this member's failure, recorded
+                        fail(k, exc, f"epoch {epoch + 1}, step {i + 1}, its inputs")
+                        batches.append(None)
+                if not any(active):
+                    break
+                stand_in = next(b for b in batches if b is not None)  # a vmapped stack needs every slot filled
+                batches = [b if b is not None else stand_in for b in batches]
+                for k, (m, total, loss) in enumerate(zip(members, loss_sums, engine.step(batches, active))):
+                    if isinstance(loss, Exception):
+                        fail(k, loss, f"epoch {epoch + 1}, step {i + 1}")
+                    elif loss is not None:
                         total += loss
-                        m.objective.after_step()
+                        try:
+                            m.objective.after_step()
+                        except Exception as exc:  # noqa: BLE001 - this member's failure, recorded
+                            fail(k, exc, f"epoch {epoch + 1}, step {i + 1}, after it")
                 bar.update()
                 if signals is not None and signals.signum is not None and i + 1 < steps:
                     stopped = i + 1
@@ -230,9 +251,14 @@ def fit_stack(members: list[Member], x: torch.Tensor, y: torch.Tensor, *, traine
             record = {"epoch": epoch + 1, "loss": epoch_loss, "lr": lr, "seconds": seconds,
                       "images_per_s": (steps - first) * len(batches[0][0]) / seconds, **m.objective.end_epoch()}
             if evaluate_now:
-                recalibrate_batchnorm(m.objective.eval_model(m.model), x, m.calibration, precision)
-                if m.on_eval is not None:
-                    record.update(m.on_eval(epoch))
+                try:
+                    recalibrate_batchnorm(m.objective.eval_model(m.model), x, m.calibration, precision)
+                    if m.on_eval is not None:
+                        record.update(m.on_eval(epoch))
+                except Exception as exc:
+                    m.failed = f"{describe_error(exc)} (evaluation after epoch {epoch + 1})"
+                    log.error("a member of the stack failed: %s", m.failed, exc_info=exc)
+                    continue
             m.history.append(record)
         engine.from_members()
         every = trainer_cfg.checkpoint_every
