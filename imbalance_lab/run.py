@@ -139,12 +139,12 @@ def train_members(jobs: list[Job], members: list[Member], records: list[RunRecor
         for m, state, record in zip(members, resume, records):
             m.on_eval.best_val, record.resumed_from = state["best_val"], state["epoch"]
             record.resumed_from_step = state.get("step") or None
+            if state.get("device", device.type) != device.type:
+                record.resumed_from_device = state["device"]
         if device.type == "cpu" and resume[0].get("threads") not in (None, torch.get_num_threads()):
             log.warning("the checkpoint was written with %s CPU threads and the run continues with %s: on a CPU its "
                         "numbers then differ in their last bits from an uninterrupted run's", resume[0]["threads"],
                         torch.get_num_threads())
-            if state.get("device", device.type) != device.type:
-                record.resumed_from_device = state["device"]
 
     def save(epoch: int, states: list[dict]) -> None:
         for job, m, state, digest in zip(jobs, members, states, hashes):
