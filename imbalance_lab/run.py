@@ -219,7 +219,8 @@ def finish(record: RunRecord, member: Member | None, outcome: Outcome, status: s
         metrics = record.finish(outcome, status, reason, train_seconds=seconds, stack=stack)
     except Exception as exc:
         failure = f"writing its results: {describe_error(exc)}"
-        log.exception("run failed %s (%s)", failure, record.out_dir)
+        log.error("run failed %s (%s)", failure, record.out_dir)  # one line: the cause (a full disk) says it
+        log.debug("the traceback of that failure", exc_info=exc)
         try:
             return record.finish(Outcome(history=outcome.history), "failed", failure, train_seconds=seconds,
                                  stack=stack)
