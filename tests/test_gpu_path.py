@@ -160,7 +160,7 @@ RESUMED = [*TINY, *GPU_POLICY, "trainer.epochs=4", "trainer.checkpoint_every=2",
 
 
 def stopped_after_first_checkpoint(folder, monkeypatch, *overrides):
-    """A run stopped right after writing its epoch-2 checkpoint: on disk what a kill there leaves."""
+    """A run stopped right after writing its first checkpoint: on disk what a kill there leaves."""
     save = checkpoint.save
 
     def save_then_stop(out_dir, state):

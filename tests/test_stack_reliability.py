@@ -11,6 +11,7 @@ import pytest
 import torch
 from conftest import TINY, compose_run, read_json, run_in_process
 from omegaconf import OmegaConf
+from test_gpu_path import stopped_after_first_checkpoint
 
 from imbalance_lab import app, checkpoint, report, run
 from imbalance_lab.callbacks import SweepSummary
@@ -151,16 +152,7 @@ def test_a_checkpoint_survives_settings_that_do_not_change_the_result(tmp_path, 
     setting that changes the result (the learning rate) starts it again."""
     first = [*TINY, "trainer.epochs=3", "trainer.checkpoint_every=1", "trainer.progress=false",
              "trainer.threads=1", f"data.root={tmp_path / 'nowhere'}"]
-    save = checkpoint.save
-
-    def save_then_stop(out_dir, state):
-        save(out_dir, state)
-        raise KeyboardInterrupt
-
-    with monkeypatch.context() as patch:
-        patch.setattr(checkpoint, "save", save_then_stop)
-        with pytest.raises(KeyboardInterrupt):
-            run_in_process(tmp_path / "run", *first)
+    stopped_after_first_checkpoint(tmp_path / "run", monkeypatch, *first)
     cosmetic = ["trainer.progress=true", "trainer.checkpoint_every=2", "data.root=null", "trainer.sync_check=true",
                 "trainer.threads=1"]
     resumed = run_in_process(tmp_path / "run", *first, *cosmetic)
@@ -169,11 +161,7 @@ def test_a_checkpoint_survives_settings_that_do_not_change_the_result(tmp_path, 
     assert comparable(resumed) | {"config": None} == comparable(alone) | {"config": None}  # configs: as given
     assert set(checkpoint.NOT_IDENTITY) == {"data.root", "data.download_dir", "trainer.progress",
                                             "trainer.checkpoint_every", "trainer.sync_check", "trainer.threads"}
-    (tmp_path / "run" / "metrics.json").unlink()
-    with monkeypatch.context() as patch:
-        patch.setattr(checkpoint, "save", save_then_stop)
-        with pytest.raises(KeyboardInterrupt):
-            run_in_process(tmp_path / "other", *first)
+    stopped_after_first_checkpoint(tmp_path / "other", monkeypatch, *first)
     assert run_in_process(tmp_path / "other", *first, "optim.lr=0.01")["resumed_from_epoch"] is None
 
 
