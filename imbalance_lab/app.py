@@ -32,7 +32,6 @@ from .worker import claim_gpu, end_with_parent, in_worker
 log = logging.getLogger("imbalance_lab")
 
 
-
 def config_dir() -> str:
     """The configs: inside the installed package (a wheel carries the checkout's configs/ as
     imbalance_lab/configs), else the checkout's configs/ (an editable install, or the checkout on PYTHONPATH).
@@ -130,12 +129,13 @@ def main(cfg: DictConfig) -> float | None:
         if not job.multirun:
             if os_error_behind(exc) is not None:  # e.g. a full disk: its cause, in one line
                 reason = describe_error(exc)
-                log.exception("run failed: %s", reason)
+                log.error("run failed: %s", reason)
+                log.debug("the traceback of that failure", exc_info=exc)
                 try:
                     record_failure(job.out_dir, reason, job.resolved_config)
                 except OSError:
                     pass
-                print(f"error: the run failed: {reason} (the traceback is in the log)", file=sys.stderr)
+                print(f"error: the run failed: {reason}", file=sys.stderr)
                 raise SystemExit(1) from None
             raise
         log.exception("run failed with an unexpected error: %s", job.out_dir)
