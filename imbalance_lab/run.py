@@ -109,7 +109,7 @@ def stack_member(cfg: Config, split: ImbalancedSplit, sets: dict, device: torch.
     model = build_model(cfg.model.name, split.in_channels, split.num_classes, split.mean, split.std,
                         cfg.model.embedding_dim, make_head=loss_fn.make_head).to(device)
     precision = Precision.of(cfg.trainer, device)
-    model = precision.prepare(model)
+    model = precision.prepare(model)  # the engine does it too; here before FixMatch copies it as its EMA
     objective = Objective()
     if unlabelled is not None:
         loss_fn = FixMatchLoss(loss_fn, cfg.ssl).to(device)

@@ -41,7 +41,9 @@ class FixMatchObjective(Objective):
         self.num_classes = loss_fn.num_classes
         self.order = torch.empty(0, dtype=torch.long)
         self.drawn: torch.Tensor | None = None
-        self.confusion = torch.empty(0)
+        # the epoch's running counts (start_epoch sizes them): accepted pseudo-labels, images seen per class,
+        # sums of the accepted fraction, L_x and L_u, and steps
+        self.confusion, self.seen, self.sums, self.steps = torch.empty(0), torch.empty(0), torch.empty(0), 0
         self.final_confusion: list[list[int]] = []
 
     def bind_weights(self, weights):
@@ -104,12 +106,11 @@ class FixMatchObjective(Objective):
         return {"evaluated_model": "ema", "pseudo_label_confusion": self.final_confusion,
                 "pseudo_label_confusion_note": "last epoch: rows hidden label, columns accepted pseudo-label"}
 
-    EPOCH_STATE = ("order", "confusion", "seen", "sums")
+    EPOCH_STATE = ("order", "confusion", "seen", "sums", "steps")
 
     def state_dict(self):
         # with the epoch's unlabelled order and running counts, for a checkpoint taken inside an epoch
-        epoch = {k: getattr(self, k) for k in self.EPOCH_STATE if hasattr(self, k)}
-        return {"ema": self.ema.state_dict(), "epoch": epoch | {"steps": getattr(self, "steps", 0)}}
+        return {"ema": self.ema.state_dict(), "epoch": {k: getattr(self, k) for k in self.EPOCH_STATE}}
 
     def load_state_dict(self, state):
         self.ema.load_state_dict(state["ema"])
