@@ -20,6 +20,11 @@ several summary methods (a sweep that also varies e.g. ``optim.lr``), each is a 
 carries the source's sd over seeds where it gives one. Cells the sweep has no runs for are listed as
 not run: a sweep that holds part of a table compares the part it has.
 
+Every published number says where it was read (``verified_from``: a paper table and row, a repository file
+and line, a results file and commit). A number that is not what its label says (e.g. a row named after one
+algorithm that, by the source's own code, measured another) carries a ``caveat``: its published value is
+marked ``[k]`` and the caveat is printed under the table, on the console and in the Markdown.
+
 Writes ``compare_<table>.csv``, ``compare_<table>.md`` and ``compare_<table>.png`` (ours vs published,
 by imbalance ratio) into the output folder.
 """
@@ -61,7 +66,7 @@ PROTOCOLS = {
 }
 COLUMNS = ["dataset", "imbalance_ratio", "published_method", "ours_method", "protocol", "n", "ours_median",
            "ours_mean", "ours_sd", "published", "published_sd", "difference", "metric", "published_protocol",
-           "source"]
+           "source", "verified_from", "caveat"]
 
 
 class UnknownTable(ValueError):
@@ -133,18 +138,17 @@ def flatten(node: dict, prefix: str = ""):
 
 
 def matches(settings: dict, selector: dict[str, str]) -> bool:
-    """Every selector key has the selector's value in the run (numbers compared as numbers)."""
-    for key, wanted in selector.items():
-        value = settings.get(key)
-        if value is None:
-            return False
-        try:
-            if not math.isclose(float(value), float(wanted)):
-                return False
-        except (TypeError, ValueError):
-            if str(value).lower() != wanted.lower():
-                return False
-    return True
+    """Every selector key has the selector's value in the run (numbers compared as numbers); ``a|b`` accepts
+    either (``method=fixmatch|debiaspl``: both arms at one setting)."""
+    return all(settings.get(key) is not None and any(_equal(settings[key], w) for w in wanted.split("|"))
+               for key, wanted in selector.items())
+
+
+def _equal(value, wanted: str) -> bool:
+    try:
+        return math.isclose(float(value), float(wanted))
+    except (TypeError, ValueError):
+        return str(value).lower() == wanted.lower()
 
 
 def compare(sweep_dir: Path | str, table: str) -> tuple[pd.DataFrame, dict]:
@@ -188,7 +192,8 @@ def compare(sweep_dir: Path | str, table: str) -> tuple[pd.DataFrame, dict]:
                              "ours_sd": 100 * sd if pd.notna(sd) else math.nan, "published": cell["value"],
                              "published_sd": cell["sd"] if cell["sd"] is not None else math.nan,
                              "difference": median - cell["value"], "metric": cell["metric"],
-                             "published_protocol": cell["protocol"], "source": cell["source"]})
+                             "published_protocol": cell["protocol"], "source": cell["source"],
+                             "verified_from": cell["verified_from"], "caveat": cell["caveat"]})
     evaluations = done["test_evaluations"].dropna()
     finished = pd.to_datetime(done["finished_at"], errors="coerce")
     started = finished - pd.to_timedelta(done["wall_seconds"], unit="s")
@@ -200,6 +205,21 @@ def compare(sweep_dir: Path | str, table: str) -> tuple[pd.DataFrame, dict]:
              "datasets": datasets, "missing": missing, "epochs": sorted({int(e) for e in done["epochs"].dropna()}),
              "test_evaluations": sorted({int(e) for e in evaluations}), "runs": len(runs), "done": len(done)}
     return pd.DataFrame(rows, columns=COLUMNS), facts
+
+
+def caveat_marks(frame: pd.DataFrame) -> dict[str, int]:
+    """Each distinct caveat of the compared cells -> its number k (marked ``[k]``), in table order."""
+    marks: dict[str, int] = {}
+    for caveat in frame["caveat"]:
+        if isinstance(caveat, str) and caveat.strip():
+            marks.setdefault(caveat.strip(), len(marks) + 1)
+    return marks
+
+
+def _published(row: dict, marks: dict[str, int]) -> str:
+    text = _fmt(row["published"], 2) + (f" ± {_fmt(row['published_sd'], 2)}" if pd.notna(row["published_sd"]) else "")
+    caveat = row.get("caveat")
+    return text + (f" [{marks[caveat.strip()]}]" if isinstance(caveat, str) and caveat.strip() else "")
 
 
 def render_markdown(sweep_dir: Path, table: str, frame: pd.DataFrame, facts: dict) -> str:
@@ -229,12 +249,15 @@ def render_markdown(sweep_dir: Path, table: str, frame: pd.DataFrame, facts: dic
     lines.append("")
     header = ["r", "published method", "ours", "protocol", "n", "ours median (mean ± sd)", "published",
               "ours − published"]
+    marks = caveat_marks(frame)
     body = [[_ratio(r["imbalance_ratio"]), r["published_method"], r["ours_method"],
              PROTOCOLS[r["protocol"]][0], str(r["n"]),
              f"{_fmt(r['ours_median'], 2)} ({_fmt(r['ours_mean'], 2)} ± {_fmt(r['ours_sd'], 2)})",
-             _fmt(r["published"], 2) + (f" ± {_fmt(r['published_sd'], 2)}" if pd.notna(r["published_sd"]) else ""),
-             f"{r['difference']:+.2f}"] for r in frame.to_dict("records")]
+             _published(r, marks), f"{r['difference']:+.2f}"] for r in frame.to_dict("records")]
     lines += [markdown_table(header, body) if body else "_no run of this sweep matches a cell of the table_", ""]
+    if marks:
+        lines += ["**Caveats on the published numbers** (what a marked number measures, by its source):", ""]
+        lines += [f"{k}. {caveat}" for caveat, k in marks.items()] + [""]
     if facts["missing"]:
         lines += [f"Cells not run in this sweep ({len(facts['missing'])}): " + ", ".join(
             f"{c['method']} r={_ratio(c['imbalance_ratio'])}" for c in facts["missing"]) + ".", ""]
@@ -246,6 +269,11 @@ def render_markdown(sweep_dir: Path, table: str, frame: pd.DataFrame, facts: dic
                        + "."), ""]
     sources = sorted({c["source"] for c in cells})
     lines += ["Source: " + "; ".join(sources) + ".", ""]
+    read = frame.drop_duplicates(["published_method", "imbalance_ratio"]) if not frame.empty else frame
+    if not read.empty:
+        lines += ["Where each compared published number was read:", ""]
+        lines += [f"- {r['published_method']} r={_ratio(r['imbalance_ratio'])}: {r['verified_from']}"
+                  for r in read.to_dict("records")] + [""]
     return "\n".join(lines)
 
 
@@ -308,9 +336,11 @@ def comparison_text(result: dict, table: str) -> str:
     lines = [f"{table}: ours vs published ({len(frame)} rows; {len(facts['missing'])} cells not run)"]
     for note in facts["notes"]:
         lines.append(f"  dataset note: {note}")
+    marks = caveat_marks(frame)
     for r in frame.to_dict("records"):
         lines.append(f"  r={_ratio(r['imbalance_ratio']):>5} {r['published_method']:<20} {r['ours_method']:<28} "
                      f"{PROTOCOLS[r['protocol']][0]:<44} n={r['n']:<2} ours {_fmt(r['ours_median'], 2):>6} "
-                     f"published {_fmt(r['published'], 2):>6} ({r['difference']:+.2f} {r['metric']})")
+                     f"published {_published(r, marks):>6} ({r['difference']:+.2f} {r['metric']})")
+    lines += [f"  [{k}] caveat: {caveat}" for caveat, k in marks.items()]
     lines += [f"wrote {p}" for p in result["files"]]
     return "\n".join(lines)

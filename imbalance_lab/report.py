@@ -7,7 +7,9 @@ Reads every run folder under a sweep folder (finished or interrupted) and writes
 - ``summary_aggregate.csv`` — per method x imbalance ratio over seeds: n, median, mean, sd of each metric;
 - ``summary.md`` — the aggregate as Markdown, with what the numbers are and which runs did not finish;
 - ``summary_macro_f1.png`` — test macro F1 vs imbalance ratio, one line per method, mean ± sd over seeds;
-- ``summary_minority.png`` — minority-class F1 (and few-shot accuracy where a run has few-shot classes).
+- ``summary_minority.png`` — minority-class F1 (and few-shot accuracy where a run has few-shot classes);
+- ``summary_curves.png`` — the learning curves: test macro F1 (and minority F1) after each evaluated epoch,
+  one line per method x imbalance ratio, median over seeds (only where runs evaluated more than one epoch).
 
 With ``--compare <table>``, ours next to a published table as well (``imbalance_lab.compare``). The runs and
 aggregate CSVs also hold each run's test metrics at the best validation epoch (``bestval_test_*``) and the
@@ -42,6 +44,7 @@ AGGREGATE_CSV = "summary_aggregate.csv"
 SUMMARY_MD = "summary.md"
 MACRO_F1_PNG = "summary_macro_f1.png"
 MINORITY_PNG = "summary_minority.png"
+CURVES_PNG = "summary_curves.png"
 
 STATUSES = ("done", "failed", "unfinished", "corrupt")
 # Overrides that are axes of the summary, not part of a method's name.
@@ -416,6 +419,53 @@ def plot_metric_vs_ratio(agg: pd.DataFrame, metrics: list[str], title: str) -> b
     return buf.getvalue()
 
 
+CURVE_METRICS = ("test_macro_f1", "test_minority_f1")
+
+
+def learning_curves(sweep_dir: Path, runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per finished run x evaluated epoch: method, imbalance ratio, seed, epoch and the history's test
+    metrics (``test_macro_f1``, ``test_minority_f1`` where recorded)."""
+    rows = []
+    for run in runs[runs["status"] == "done"].to_dict("records"):
+        try:
+            history = json.loads((sweep_dir / run["run"] / METRICS_FILE).read_text()).get("history") or []
+        except (OSError, ValueError, AttributeError):
+            continue
+        for h in history:
+            if isinstance(h, dict) and isinstance(h.get("test_macro_f1"), int | float):
+                rows.append({"method": run["method"], "imbalance_ratio": run["imbalance_ratio"], "seed": run["seed"],
+                             "epoch": h.get("epoch"), **{k: _number(h.get(k)) for k in CURVE_METRICS}})
+    return pd.DataFrame(rows, columns=["method", "imbalance_ratio", "seed", "epoch", *CURVE_METRICS])
+
+
+def plot_curves(curves: pd.DataFrame, title: str) -> bytes | None:
+    """PNG bytes: one panel per metric, x = epoch, one line per method x ratio (median over seeds)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    if curves.empty or curves.groupby(["method", "imbalance_ratio", "seed"], dropna=False).size().max() < 2:
+        return None  # one evaluation per run: nothing to draw a curve through
+    metrics = [m for m in CURVE_METRICS if curves[m].notna().any()]
+    fig = Figure(figsize=(6.4 * len(metrics), 4.6), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(metrics), squeeze=False)[0]
+    median = curves.groupby(["method", "imbalance_ratio", "epoch"], dropna=False)[list(metrics)].median()
+    for ax, metric in zip(axes, metrics):
+        for (method, ratio), part in median.groupby(level=["method", "imbalance_ratio"], dropna=False):
+            part = part[metric].dropna()
+            ax.plot(part.index.get_level_values("epoch"), part.values, linewidth=1.2,
+                    label=f"{method}, r={_ratio(ratio)}")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(LABELS.get(metric, metric.replace("_", " ")))
+        ax.set_title(f"{metric.replace('_', ' ')} after each evaluated epoch: median over seeds", fontsize=10)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=11)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    return buf.getvalue()
+
+
 # ----------------------------------------------------------------------------- entry points
 def write_report(sweep_dir: Path | str, out_dir: Path | str | None = None) -> dict:
     """Write the summary files for ``sweep_dir`` (into ``out_dir``, default the sweep folder).
@@ -448,6 +498,7 @@ def write_report(sweep_dir: Path | str, out_dir: Path | str | None = None) -> di
     minority = ["test_minority_f1"] if "test_minority_f1_mean" in agg.columns else ["test_tail_f1"]
     emit(MINORITY_PNG, plot_metric_vs_ratio(agg, minority + ["test_minority_auroc", "test_few_shot_acc"],
                                             f"minority / few-shot metrics vs imbalance ratio: {name}"))
+    emit(CURVES_PNG, plot_curves(learning_curves(sweep_dir, runs), f"learning curves: {name}"))
     counts = {s: int((runs["status"] == s).sum()) for s in STATUSES}
     return {"runs": runs, "aggregate": agg, "files": files, "counts": counts, "sweep_dir": sweep_dir}
 

@@ -113,25 +113,47 @@ def test_compare_debiaspl_cells_select_the_unlabelled_profile_and_report_accurac
     """USB's FixMatch / DebiasPL cells: top-1 accuracy in %, the best test evaluation (USB's protocol) beside our
     last epoch; the reversed-unlabelled cells take only the runs with that profile, and the source's sd shows."""
     sweep = tmp_path / "sweep"
-    for method, debias, acc in (("fixmatch", False, 0.70), ("debiaspl", True, 0.72)):
+    arms = (("fixmatch", False, "fixmatch_cosine", 0.70), ("debiaspl", True, "fixmatch_cosine", 0.72),
+            ("fixmatch", False, "constant", 0.69), ("debiaspl", True, "constant", 0.71))
+    for method, debias, schedule, acc in arms:
         for profile, shift in (("exp", 0.0), ("exp_reversed", -0.05)):
-            config = {"seed": 0, "method": "fixmatch", "loss": {"name": "ce"},
+            config = {"seed": 0, "method": "fixmatch", "loss": {"name": "ce"}, "optim": {"schedule": schedule},
                       "data": {"name": "cifar10_lt", "imbalance": 100, "n_max": 1500},
                       "ssl": {"debias": debias, "unlabelled_profile": profile, "unlabelled_imbalance": 100,
                               "unlabelled_n_max": 3000}}
             last = acc + shift
-            make_run(sweep, {"ssl.debias": debias, "ssl.unlabelled_profile": profile}, config, method,
-                     test={"macro_f1": last - 0.02, "accuracy": last, "balanced_accuracy": last},
+            make_run(sweep, {"optim.schedule": schedule, "ssl.debias": debias, "ssl.unlabelled_profile": profile},
+                     config, method, test={"macro_f1": last - 0.02, "accuracy": last, "balanced_accuracy": last},
                      history=[{"epoch": 1, "test_accuracy": last + 0.03}, {"epoch": 2, "test_accuracy": last}])
     result = compare.write_comparison(sweep, "debiaspl_cifar10_lt")
-    rows = result["rows"].set_index(["published_method", "protocol"])
-    assert rows.loc[("debiaspl", "last_epoch"), "ours_median"] == pytest.approx(72.0)
-    assert rows.loc[("debiaspl", "best_test_epoch"), "ours_median"] == pytest.approx(75.0)
-    assert rows.loc[("debiaspl", "last_epoch"), "difference"] == pytest.approx(72.0 - 77.51)
-    assert rows.loc[("fixmatch, unlabelled reversed", "last_epoch"), "ours_median"] == pytest.approx(65.0)
-    assert rows.loc[("fixmatch", "last_epoch"), "published_sd"] == 0.78
+    rows = result["rows"]
+
+    def ours(published_method: str, arm: str, protocol: str = "last_epoch") -> pd.Series:
+        (row,) = [r for r in rows.to_dict("records") if r["published_method"] == published_method
+                  and r["ours_method"].startswith(arm) and r["protocol"] == protocol]
+        return row
+
+    # USB's fixmatch rows ran the cosine: only our cosine FixMatch is their counterpart
+    assert set(rows[rows["published_method"] == "fixmatch"]["ours_method"]) == {
+        "fixmatch optim.schedule=fixmatch_cosine ssl.debias=False ssl.unlabelled_profile=exp"}
+    assert ours("fixmatch", "fixmatch optim.schedule=fixmatch_cosine")["ours_median"] == pytest.approx(70.0)
+    assert ours("fixmatch", "fixmatch optim.schedule=fixmatch_cosine")["published_sd"] == 0.78
+    assert ours("fixmatch, unlabelled reversed", "fixmatch optim.schedule=fixmatch_cosine")["ours_median"] \
+        == pytest.approx(65.0)
+    # USB's "debiaspl" rows are FixMatch at a constant lr: both our arms at that lr, neither cosine arm
+    assert {m.split(" ssl")[0] for m in rows[rows["published_method"] == "debiaspl"]["ours_method"]} == {
+        "debiaspl optim.schedule=constant", "fixmatch optim.schedule=constant"}
+    assert ours("debiaspl", "fixmatch optim.schedule=constant")["ours_median"] == pytest.approx(69.0)
+    assert ours("debiaspl", "debiaspl optim.schedule=constant", "best_test_epoch")["ours_median"] == pytest.approx(74.0)
+    assert ours("debiaspl", "debiaspl optim.schedule=constant")["difference"] == pytest.approx(71.0 - 77.51)
     assert {c["method"] for c in result["facts"]["missing"]} == {"supervised", "fixmatch", "debiaspl"}  # r=150 too
-    assert "| 77.51 ± 0.76 |" in (sweep / "compare_debiaspl_cifar10_lt.md").read_text()
+    # the caveat is printed, once, under the table, and the USB debiaspl values are marked with it
+    text = compare.comparison_text(result, "debiaspl_cifar10_lt")
+    assert text.count("[1] caveat: By USB's own code") == 1 and "published 77.51 ± 0.76 [1]" in text
+    assert "published 76.69 ± 0.78 (" in text  # USB's fixmatch row is what its label says: no mark
+    markdown = (sweep / "compare_debiaspl_cifar10_lt.md").read_text()
+    assert "| 77.51 ± 0.76 [1] |" in markdown and "1. By USB's own code" in markdown
+    assert "results/classic_cv_imb.csv, line 13, row 'fixmatch_debiaspl'" in markdown  # where it was read
 
 
 def test_compare_refuses_an_unknown_table_or_another_dataset(mnist_sweep, capsys):
@@ -141,3 +163,14 @@ def test_compare_refuses_an_unknown_table_or_another_dataset(mnist_sweep, capsys
     assert "affinity_mnist" in err and not (mnist_sweep / report.SUMMARY_MD).exists()  # refused before work
     assert report.main([str(mnist_sweep), "--compare", "cb_cifar10_lt"]) == 2
     assert "the table is on cifar10_lt, the sweep's runs on mnist_even" in capsys.readouterr().err
+
+
+def test_the_summary_draws_each_methods_learning_curve_median_over_seeds(mnist_sweep):
+    """summary_curves.png: test macro F1 after each evaluated epoch, the median over seeds per method x ratio."""
+    result = report.write_report(mnist_sweep)
+    curves = report.learning_curves(mnist_sweep, result["runs"])
+    assert len(curves) == 2 * 2 * 3 * 3  # methods x ratios x seeds x epochs
+    median = curves.groupby(["method", "imbalance_ratio", "epoch"])["test_macro_f1"].median()
+    assert median[("ce", 2, 2)] == pytest.approx(0.90 + 0.02 + 0.03)  # seeds' jitter 0, 0.02, 0.05: median 0.02
+    assert median[("affinity", 100, 1)] == pytest.approx(0.93 - 0.1 + 0.02 - 0.2)
+    assert (mnist_sweep / report.CURVES_PNG).read_bytes().startswith(b"\x89PNG")

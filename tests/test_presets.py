@@ -111,7 +111,14 @@ RECIPES = {
     # p_cutoff 0.95, ulb_loss_ratio 1.0, ema_m 0.999, num_train_iter 262144 (58 steps x 4520 epochs here),
     # num_eval_iter 1024 (every 18 epochs here); debiaspl.py: debiaspl_tau 0.4, debiaspl_ema_p 0.999, p_hat
     # initialised uniform. The official DebiasPL code: main_DebiasPL.py --tau default 1.0 (:145; its scripts pass
-    # 0.4), --qhat_m 0.999 (:157).
+    # 0.4), --qhat_m 0.999 (:157). The schedule of each USB row as USB ran it (semilearn at 4499503, the commit of
+    # results/classic_cv_imb.csv): supervised and fixmatch set no imb_algorithm, so AlgorithmBase.set_optimizer
+    # (core/algorithmbase.py:175-184) gives the cosine; fixmatch_debiaspl sets imb_algorithm: debiaspl, and
+    # get_imb_algorithm (imb_algorithms/__init__.py:10-19) builds DummyClass(DebiasPL, FixMatch), whose method
+    # resolution order takes ImbAlgorithmBase.set_optimizer (algorithmbase.py:523-532): scheduler = None (:531), a
+    # constant lr. Its DebiasPL is FixMatch besides (debiaspl.py:52, delta_p = probs.mean(): q_hat stays uniform;
+    # mean(dim=0) only from 4595a7c to 639cfbf). Hence the sweep's optim.schedule: fixmatch_cosine (USB's fixmatch
+    # and supervised rows; ours) and constant (USB's debiaspl rows).
     "debiaspl_cifar10_lt": (
         {"method": "fixmatch", "data.name": "cifar10_lt", "data.n_max": 1500, "data.imbalance": 100.0,
          "data.augment": True, "model.name": "wrn28_2", "optim.name": "sgd", "optim.lr": 0.03,
@@ -121,13 +128,16 @@ RECIPES = {
          "ssl.threshold": 0.95, "ssl.lambda_u": 1.0, "ssl.ema": 0.999, "ssl.debias": False,
          "ssl.unlabelled_n_max": 3000, "ssl.unlabelled_imbalance": 100.0, "ssl.unlabelled_profile": "exp"},
         {"ssl.debias=true": {"ssl.tau": 0.4, "ssl.qhat_momentum": 0.999},
-         "ssl.unlabelled_profile=exp_reversed": {"ssl.unlabelled_imbalance": 100.0}},
-        {"ssl.debias": "false,true", "ssl.unlabelled_profile": "exp,exp_reversed", "seed": "0,1,2"},
+         "ssl.unlabelled_profile=exp_reversed": {"ssl.unlabelled_imbalance": 100.0},
+         "optim.schedule=constant": {"optim.lr": 0.03, "optim.warmup_epochs": 0, "optim.schedule": "constant"}},
+        {"optim.schedule": "fixmatch_cosine,constant", "ssl.debias": "false,true",
+         "ssl.unlabelled_profile": "exp,exp_reversed", "seed": "0,1,2"},
     ),
     # Not a source's recipe: debiaspl_cifar10_lt reduced to minutes on a CPU (the protocol's N1:M1 = 1:2 kept).
     "debiaspl_cifar10_lt_cpu": (
         {"method": "fixmatch", "data.name": "cifar10_lt", "data.n_max": 300, "ssl.unlabelled_n_max": 600,
-         "ssl.mu": 3, "ssl.ema": 0.99, "trainer.batch_size": 32, "model.name": "cnn_small"},
+         "ssl.mu": 3, "ssl.ema": 0.99, "trainer.batch_size": 32, "model.name": "cnn_small", "optim.name": "adam",
+         "optim.lr": 1e-3, "optim.schedule": "constant"},
         {},
         {"ssl.debias": "false,true", "seed": "0"},
     ),

@@ -12,7 +12,7 @@ from imbalance_lab.models import build_model
 from imbalance_lab.schema import OptimConfig, TrainerConfig
 from imbalance_lab.train import fit
 from imbalance_lab.train.augment import random_crop_flip
-from imbalance_lab.train.optim import lr_factor
+from imbalance_lab.train.optim import build_optimizer, build_scheduler, lr_factor
 
 
 def test_crop_flip_is_a_shifted_or_mirrored_window_of_the_padded_image():
@@ -44,6 +44,24 @@ def test_cosine_ends_near_zero():
     assert lr_factor(0, 10, 10, cfg) == 1.0
     assert lr_factor(50, 10, 10, cfg) == pytest.approx(0.5)
     assert lr_factor(99, 10, 10, cfg) < 1e-3
+
+
+def test_constant_keeps_the_base_rate_at_every_step_after_the_warmup():
+    """USB's imbalanced algorithms (its debiaspl rows) train with scheduler = None: the base rate throughout,
+    which ``optim.schedule=constant`` without warm-up reproduces; a warm-up still ramps up linearly first."""
+    steps, epochs = 58, 20
+    plain = OptimConfig(name="sgd", lr=0.03, schedule="constant")
+    assert {lr_factor(s, steps, epochs, plain) for s in range(steps * epochs)} == {1.0}
+    warm = OptimConfig(name="sgd", lr=0.03, schedule="constant", warmup_epochs=2)
+    assert lr_factor(0, steps, epochs, warm) == pytest.approx(1 / (2 * steps))
+    assert {lr_factor(s, steps, epochs, warm) for s in range(2 * steps - 1, steps * epochs)} == {1.0}
+    model = torch.nn.Linear(2, 2)
+    optimizer = build_optimizer(model.parameters(), plain)
+    scheduler = build_scheduler(optimizer, steps, epochs, plain)
+    for _ in range(steps * epochs):
+        optimizer.step()
+        scheduler.step()
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.03)
 
 
 def test_fixmatch_cosine_is_cos_7_pi_k_over_16_K_after_the_warmup():

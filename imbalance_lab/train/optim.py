@@ -3,6 +3,8 @@ constant / multistep / cosine / fixmatch_cosine.
 
 With k the step after warm-up and K the number of steps after warm-up:
 
+- ``constant``: factor = 1 (e.g. USB's imbalanced SSL algorithms, whose ``ImbAlgorithmBase.set_optimizer`` sets
+  no scheduler for CIFAR);
 - ``cosine``: factor = (1 + cos(π k / K)) / 2 (SGDR, Loshchilov & Hutter 2017, one cycle without restart);
 - ``fixmatch_cosine``: factor = cos(7π k / (16 K)) (FixMatch, Sohn et al. 2020, §4; USB's
   ``get_cosine_schedule_with_warmup`` with num_cycles = 7/16): it ends at cos(7π/16) ≈ 0.2, not 0.
