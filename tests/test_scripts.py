@@ -105,3 +105,14 @@ def test_gpu_report_adds_up_the_steps_tests_benchmark_and_grid(tmp_path):
     md = (out / "gpu_check.md").read_text()
     assert "| affinity_mnist_2_epochs | timed out |" in md and "**failure** `tests.test_gpu_path::b[cuda]`: boom" in md
     assert "| cnn_mnist | 128 | 8 | vmap | 100000 | 10000 | 10.00 | 900 | 0.1 % |" in md
+
+
+def test_the_readme_reproduction_table_is_the_results_pages_index(capsys):
+    """Every results page has its row in docs/results/reproductions.csv, and the README shows that CSV."""
+    table = script("reproduction_table")
+    pages = {p.name for p in table.RESULTS.glob("*.md")}
+    listed = [r["page"] for r in table.rows()]
+    assert sorted(listed) == sorted(pages)  # no page without a row, no row without its page
+    assert table.main(["--check"]) == 0, capsys.readouterr().err
+    for row in table.rows():
+        assert f"(docs/results/{row['page']})" in table.README.read_text()
