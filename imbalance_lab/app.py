@@ -83,7 +83,8 @@ def prepare(cfg: DictConfig):
         config = validate(cfg)
     except ConfigError as exc:
         return refuse(out_dir, str(exc), resolved, multirun)
-    return Job(config, out_dir, resolved, hydra_cfg.runtime.choices.get("loss"), multirun)
+    return Job(config, out_dir, resolved, hydra_cfg.runtime.choices.get("loss"), multirun,
+               Path(hydra_cfg.sweep.dir) if multirun else None)
 
 
 def warn_if_other_threads(done: dict, cfg: DictConfig, out_dir: Path) -> None:

@@ -160,7 +160,7 @@ def compare(sweep_dir: Path | str, table: str) -> tuple[pd.DataFrame, dict]:
     runs = collect_runs(sweep_dir)
     agg = aggregate(runs).set_index(["method", "imbalance_ratio"])
     settings = run_settings(sweep_dir)
-    done = runs[runs["status"] == "done"]
+    done = runs[(runs["status"] == "done") & runs["debug"].isna()]  # a debug run is no result
     datasets = sorted({str(d) for d in done["dataset"].dropna()})
     wanted = sorted({c["dataset"] for c in cells})
     if datasets and not set(datasets) & set(wanted):

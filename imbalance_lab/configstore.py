@@ -3,7 +3,8 @@
 ``schema/loss/<name>`` is each registered loss's config dataclass (``configs/loss/<name>.yaml`` starts from
 it); the model, data and optimiser groups share one schema each. ``--help`` lists the groups a user chooses
 from, not these (``option_groups``, the resolver ``${imbalance_lab_groups:}`` in configs/hydra/default.yaml). A name that a type cannot check (which
-model; a ``loss.name`` that disagrees with the loss option chosen) is checked here against the registries.
+model; a ``loss.name`` that disagrees with the loss option chosen; a ``trainer.mixup`` the loss cannot take; a
+``method=decoupled`` run's ``decoupled`` settings) is checked here against the registries.
 """
 
 from __future__ import annotations
@@ -59,4 +60,17 @@ def validate(cfg: DictConfig) -> Config:
     one_of("loss.name", name, LOSSES)
     check(isinstance(config.loss, LOSSES[name].Config), "loss.name", name,
           f"the name of the loss option chosen ({type(config.loss).name}); choose another loss with loss={name}")
+    mixup = config.trainer.mixup
+    if mixup is not None:
+        from .train.mixup import MIXUPS
+
+        check(mixup in MIXUPS, "trainer.mixup", mixup, "null or one of " + ", ".join(MIXUPS))
+        check(config.method == "supervised", "trainer.mixup", mixup,
+              f"null with method={config.method} (it mixes the labelled batches of supervised training)")
+        refusal = LOSSES[name].mixup_refusal
+        check(refusal is None, "trainer.mixup", mixup, f"null with loss={name}: {refusal}")
+    if config.method == "decoupled":
+        from .baselines.decoupled import check_config
+
+        check_config(config)
     return config

@@ -32,13 +32,20 @@ class Outcome:
     centres_per_class: int = 1
 
 
-def eval_sets(split: ImbalancedSplit, device: torch.device) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+EVAL_BATCH = 1000  # images per evaluation forward pass
+
+
+def eval_sets(split: ImbalancedSplit, device: torch.device, one_batch: bool = False
+              ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """The test (and validation) images and labels on the device, once per split: the runs of a stack share
-    them."""
+    them. ``one_batch`` (``trainer.fast_dev_run``): only each split's first evaluation batch (the splits keep
+    the source's order, so it mixes the classes)."""
     arrays = {"test": (split.test_x, split.test_y)}
     if len(split.val_y):
         arrays["val"] = (split.val_x, split.val_y)
-    return {k: (torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)) for k, (x, y) in arrays.items()}
+    keep = slice(0, EVAL_BATCH if one_batch else None)
+    return {k: (torch.from_numpy(x[keep]).to(device), torch.from_numpy(y[keep]).to(device))
+            for k, (x, y) in arrays.items()}
 
 
 class Evaluator:

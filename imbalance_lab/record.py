@@ -18,6 +18,7 @@ from .data.unlabelled import UnlabelledSplit
 from .evaluation import Outcome
 from .metrics import format_report, plot_confusion
 from .plots import plot_embedding, plot_pseudo_labels
+from .provenance import code_version
 from .runfolder import METRICS_FILE, library_versions, save_npz_atomic, write_json_atomic
 from .train.precision import Precision
 
@@ -42,6 +43,15 @@ def slurm_info() -> dict | None:
     return {k: os.environ[v] for k, v in keys.items() if v in os.environ} if "SLURM_JOB_ID" in os.environ else None
 
 
+DEBUG_SWITCHES = {"fast_dev_run": False, "overfit_batches": 0, "limit_train_batches": 1.0}  # name: off
+
+
+def debug_modes(trainer_cfg) -> dict | None:
+    """The debug switches a run had on (configs/debug/: fdr, overfit, limit), or None for a real run."""
+    on = {k: getattr(trainer_cfg, k) for k, off in DEBUG_SWITCHES.items() if getattr(trainer_cfg, k) != off}
+    return on or None
+
+
 def with_threads(resolved_config: dict, device: torch.device) -> dict:
     """The config as recorded: on CPU ``trainer.threads`` is the count used (numbers depend on it)."""
     trainer = resolved_config.get("trainer")
@@ -60,6 +70,7 @@ class RunRecord:
         self.unlabelled = unlabelled
         self.device, self.resolved_config = device, with_threads(resolved_config, device)
         self.started = time.time()
+        self.code = code_version()  # the code this run started with
         self.resumed_from: int | None = None  # the epoch of the checkpoint this run continued from
         self.resumed_from_step: int | None = None  # the step inside that epoch, for one written when told to stop
         self.resumed_from_device: str | None = None  # that checkpoint's device type, where it was another
@@ -88,7 +99,7 @@ class RunRecord:
             "config": self.resolved_config,
             "device": device_info(self.device, Precision.of(self.cfg.trainer, self.device).describe()),
             "seed": self.cfg.seed,
-            "epochs": self.cfg.trainer.epochs,
+            "epochs": 1 if self.cfg.trainer.fast_dev_run else self.cfg.trainer.epochs,
             "train_seconds": train_seconds,
             "resumed_from_epoch": self.resumed_from,
             "resumed_from_step": self.resumed_from_step,
@@ -98,6 +109,9 @@ class RunRecord:
             "wall_seconds": time.time() - self.started,
             "train_images_per_s": float(np.mean([h["images_per_s"] for h in history])) if history else None,
             "versions": library_versions(),
+            "code": self.code,
+            "tags": list(self.cfg.tags),
+            "debug": debug_modes(self.cfg.trainer),
             **outcome.extra,
         }
         if done:
@@ -117,7 +131,7 @@ class RunRecord:
                            title=f"{split.description}: test embeddings, {self.method}",
                            centres=outcome.centres, centres_per_class=outcome.centres_per_class)
         save_npz_atomic(self.out_dir / "predictions.npz", y_true=pred["y_true"], y_pred=pred["y_pred"],
-                        probs=pred["probs"], test_indices=split.indices["test"], **arrays)
+                        probs=pred["probs"], test_indices=split.indices["test"][:len(pred["y_true"])], **arrays)
         plot_confusion(np.array(metrics["confusion_matrix"]), split.class_names, self.out_dir / "confusion.png",
                        title=f"{title} (test, last epoch)")
         if outcome.extra.get("pseudo_label_confusion"):

@@ -35,6 +35,7 @@ import pandas as pd
 import yaml
 
 from .metrics import HEADLINE
+from .provenance import describe as describe_code
 from .runfolder import METRICS_FILE, write_bytes_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -180,6 +181,11 @@ def read_run(run_dir: Path, sweep_dir: Path) -> dict:
         data = metrics.get("data") if isinstance(metrics.get("data"), dict) else {}
         row["dataset_note"] = data.get("note") or None
         row["headline"] = metrics.get("headline")
+        tags = metrics.get("tags") if isinstance(metrics.get("tags"), list) else []
+        row["tags"] = ", ".join(map(str, tags)) or None
+        row["code"] = describe_code(metrics.get("code"))
+        debug = metrics.get("debug")
+        row["debug"] = ", ".join(f"{k}={v}" for k, v in debug.items()) if isinstance(debug, dict) and debug else None
     return row
 
 
@@ -235,7 +241,8 @@ def collect_runs(sweep_dir: Path) -> pd.DataFrame:
                and len({str(r["overrides"].get(k)) for r in rows}) > 1]
     fixed = ["run", "status", "reason", "method", "loss", "imbalance_ratio", "seed"]
     tail = (["dataset"] + AGGREGATED
-            + ["test_evaluations", "epochs", "wall_seconds", "finished_at", "dataset_note", "headline"])
+            + ["test_evaluations", "epochs", "wall_seconds", "finished_at", "dataset_note", "headline", "tags",
+               "code", "debug"])
     # Override columns keep their key (data.imbalance, optim.lr, ...); one that clashes with a column
     # above (loss, seed) is kept as "override:<key>".
     override_columns = {k: (f"override:{k}" if k in fixed or k in tail else k) for k in override_keys}
@@ -244,7 +251,9 @@ def collect_runs(sweep_dir: Path) -> pd.DataFrame:
         overrides = row.pop("overrides")
         base = str(row.pop("base_method") or "?")
         # majority_only trains no configured loss: loss settings that vary for the other runs are not its own
+        # an override that only restates the base name (decoupled.mode=crt of method crt) adds nothing
         parts = [base] + [_override_label(k, overrides[k]) for k in varying if overrides.get(k) is not None
+                          and str(overrides[k]) != base
                           and not (base == "majority_only" and k.startswith("loss"))]
         row["method"] = " ".join(parts)
         for key, column in override_columns.items():
@@ -259,8 +268,11 @@ def collect_runs(sweep_dir: Path) -> pd.DataFrame:
 
 # ----------------------------------------------------------------------------- aggregating
 def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per method x imbalance ratio: n finished runs (seeds), n_not_done, and median/mean/sd of each metric."""
+    """Per method x imbalance ratio: n finished runs (seeds), n_not_done, and median/mean/sd of each metric.
+    Debug runs (``debug=fdr|overfit|limit``) are left out: their numbers are not results."""
     keys = ["method", "imbalance_ratio"]
+    if "debug" in runs:
+        runs = runs[runs["debug"].isna()]
     if runs.empty:
         return pd.DataFrame(columns=keys + ["n", "n_not_done"])
     runs = runs.assign(imbalance_ratio=runs["imbalance_ratio"].fillna(-1))
@@ -351,6 +363,27 @@ def render_markdown(sweep_dir: Path, runs: pd.DataFrame, agg: pd.DataFrame) -> s
         rows.append(cells)
     lines += [markdown_table(header, rows) if rows else "_no runs found_", ""]
 
+    tags = sorted({t.strip() for value in runs["tags"].dropna() for t in str(value).split(",") if t.strip()})
+    if tags:
+        lines += ["## Tags", ""]
+        for tag in tags:
+            n = sum(tag in [t.strip() for t in str(v).split(",")] for v in runs["tags"].dropna())
+            lines.append(f"- `{tag}`: {n} of {len(runs)} runs")
+        lines.append("")
+    codes = runs["code"].dropna()
+    if codes.nunique() > 1:  # one code version: nothing to say; several: which runs ran which
+        lines += ["## Code versions differ", "",
+                  ("The runs did not all run the same code (package version @ commit, +dirty: tracked files "
+                   "differed from the commit, with the hash of the difference):"), ""]
+        for code, n in codes.value_counts().sort_index().items():
+            lines.append(f"- `{code}`: {n} runs")
+        lines.append("")
+    debug = runs[runs["debug"].notna()]
+    if len(debug):
+        lines += [f"## Debug runs ({len(debug)})", "",
+                  "Run with a debug mode (`debug=fdr|overfit|limit`): left out of the aggregate above.", ""]
+        lines += [f"- `{rec['run']}` — {rec['status']}, {rec['debug']}" for rec in debug.to_dict("records")]
+        lines.append("")
     bad = runs[runs["status"] != "done"]
     if len(bad):
         lines += [f"## Runs not done ({len(bad)})", ""]
@@ -426,7 +459,7 @@ def learning_curves(sweep_dir: Path, runs: pd.DataFrame) -> pd.DataFrame:
     """One row per finished run x evaluated epoch: method, imbalance ratio, seed, epoch and the history's test
     metrics (``test_macro_f1``, ``test_minority_f1`` where recorded)."""
     rows = []
-    for run in runs[runs["status"] == "done"].to_dict("records"):
+    for run in runs[(runs["status"] == "done") & runs["debug"].isna()].to_dict("records"):
         try:
             history = json.loads((sweep_dir / run["run"] / METRICS_FILE).read_text()).get("history") or []
         except (OSError, ValueError, AttributeError):

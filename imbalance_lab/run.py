@@ -16,10 +16,11 @@ import numpy as np
 import torch
 
 from . import checkpoint
-from .baselines import majority_only_outcome
+from .baselines import decoupled_outcome, majority_only_outcome
 from .data import ImbalancedSplit, build_split
 from .data.unlabelled import build_unlabelled
 from .evaluation import Evaluator, Outcome, eval_sets
+from .loggers import RunInfo, RunLoggers
 from .losses import build_loss
 from .losses.fixmatch import FixMatchLoss
 from .models import build_model
@@ -28,6 +29,7 @@ from .record import RunRecord
 from .runfolder import describe_error
 from .schema import Config
 from .train import Member, Precision, TrainingFailed, fit_stack, resolve_device
+from .train.mixup import with_mixup
 from .train.objective import Objective
 from .train.semi import FixMatchObjective
 
@@ -37,13 +39,14 @@ log = logging.getLogger(__name__)
 @dataclass
 class Job:
     """One run to do: its validated config, its folder, the resolved config to record, the loss option
-    chosen (``affinity_m5``; None: ``loss.name``) and whether it is part of a sweep."""
+    chosen (``affinity_m5``; None: ``loss.name``) and whether it is part of a sweep (and which)."""
 
     cfg: Config
     out_dir: Path
     resolved_config: dict
     loss_option: str | None = None
     multirun: bool = False
+    sweep_dir: Path | None = None  # a sweep's run: its sweep folder (loggers group the sweep's runs by it)
 
 
 def seed_everything(seed: int, device: torch.device) -> torch.Generator:
@@ -70,17 +73,19 @@ def determinism(device: torch.device):
 
 def method_name(cfg: Config, loss_option: str | None = None) -> str:
     """What a run is called in plots and reports: the loss option chosen (``affinity_m5``, ``ldam_drw``;
-    ``loss.name`` when unknown), the semi-supervised method (``fixmatch``; ``debiaspl`` with ``ssl.debias``) or
-    the non-supervised method (``majority_only``)."""
+    ``loss.name`` when unknown), the semi-supervised method (``fixmatch``; ``debiaspl`` with ``ssl.debias``),
+    the non-supervised method (``majority_only``) or a decoupled stage 2's mode (``crt``, ``tau_norm``, ``lws``)."""
     if cfg.method == "fixmatch":
         return "debiaspl" if cfg.ssl.debias else "fixmatch"
+    if cfg.method == "decoupled":  # its stage 2: crt, tau_norm, lws
+        return cfg.decoupled.mode
     if cfg.method != "supervised":
         return cfg.method
     return loss_option or cfg.loss.name
 
 
 # Methods that replace the supervised stack with their own training, one run at a time.
-SOLO_METHODS = {"majority_only": majority_only_outcome}
+SOLO_METHODS = {"majority_only": majority_only_outcome, "decoupled": decoupled_outcome}
 STACK_METHODS = ("supervised", "fixmatch")  # trained by fit_stack
 # The ssl settings that decide a stack's shared data (the unlabelled split) and batch shape; the others are
 # each run's own hyperparameters, like the loss's.
@@ -94,7 +99,8 @@ def stack_key(cfg: Config) -> str | None:
     if cfg.method in SOLO_METHODS:
         return None
     fields = dataclasses.asdict(cfg)
-    fields.pop("seed")
+    for own in ("seed", "tags", "logger"):  # each run's own, and not what it computes
+        fields.pop(own)
     fields["loss"] = [cfg.loss.name, *(getattr(cfg.loss, f) for f in cfg.loss.head_fields)]
     fields["ssl"] = {k: fields["ssl"][k] for k in SSL_STACK_FIELDS}
     return repr(sorted(fields.items()))
@@ -107,13 +113,16 @@ def stack_member(cfg: Config, split: ImbalancedSplit, sets: dict, device: torch.
     objective around the configured one, and the EMA of the weights is evaluated."""
     loss_fn = build_loss(cfg.loss, split.class_counts["train"]).to(device)
     model = build_model(cfg.model.name, split.in_channels, split.num_classes, split.mean, split.std,
-                        cfg.model.embedding_dim, make_head=loss_fn.make_head).to(device)
+                        cfg.model.embedding_dim, make_head=loss_fn.make_head, image_size=split.image_size,
+                        pretrained=cfg.model.pretrained).to(device)
     precision = Precision.of(cfg.trainer, device)
     model = precision.prepare(model)  # the engine does it too; here before FixMatch copies it as its EMA
     objective = Objective()
     if unlabelled is not None:
         loss_fn = FixMatchLoss(loss_fn, cfg.ssl).to(device)
         objective = FixMatchObjective(model, loss_fn, *unlabelled, cfg.ssl.mu, cfg.trainer.batch_size, cfg.ssl.ema)
+    elif cfg.trainer.mixup is not None:  # mixup / remix inside the training step (train/mixup.py)
+        loss_fn, objective = with_mixup(loss_fn, cfg.trainer)
     evaluator = Evaluator(split, sets, objective.eval_model(model), loss_fn, precision,
                           with_features=cfg.model.embedding_dim == 2)
     return Member(model, loss_fn, generator, on_eval=evaluator, objective=objective)
@@ -186,14 +195,17 @@ def _run_stack(jobs: list[Job], device: torch.device) -> list[dict]:
     if unlabelled is not None:
         log.info("unlabelled: %s | fingerprint %s", unlabelled.class_counts, unlabelled.fingerprint)
         on_device = (torch.from_numpy(unlabelled.x).to(device), torch.from_numpy(unlabelled.hidden_y).to(device))
-    records, members = [], []
-    sets = eval_sets(split, device) if first.method in STACK_METHODS else {}
+    records, members, loggers = [], [], []
+    sets = eval_sets(split, device, first.trainer.fast_dev_run) if first.method in STACK_METHODS else {}
     for job in jobs:
         generator = seed_everything(job.cfg.seed, device)
-        records.append(RunRecord(job.out_dir, job.cfg, method_name(job.cfg, job.loss_option), split, device,
-                                 job.resolved_config, unlabelled))
+        method = method_name(job.cfg, job.loss_option)
+        records.append(RunRecord(job.out_dir, job.cfg, method, split, device, job.resolved_config, unlabelled))
+        loggers.append(RunLoggers(job.cfg.logger, RunInfo(job.out_dir, job.sweep_dir, records[-1].resolved_config,
+                                                          job.cfg.tags, method)))
         if job.cfg.method in STACK_METHODS:
             members.append(stack_member(job.cfg, split, sets, device, generator, on_device))
+            members[-1].on_record = loggers[-1].epoch
     started = time.perf_counter()
     if first.method in SOLO_METHODS:
         engine, outcomes = "alone", [solo_outcome(first, split, device, generator)]
@@ -201,8 +213,11 @@ def _run_stack(jobs: list[Job], device: torch.device) -> list[dict]:
         engine, outcomes = train_members(jobs, members, records, split, device)
     seconds = time.perf_counter() - started
     stack = {"size": len(jobs), "engine": engine, "runs": [str(j.out_dir) for j in jobs]}
-    return [finish(record, members[k] if members else None, outcome, status, reason, seconds, stack)
-            for k, ((outcome, status, reason), record) in enumerate(zip(outcomes, records))]
+    results = [finish(record, members[k] if members else None, outcome, status, reason, seconds, stack)
+               for k, ((outcome, status, reason), record) in enumerate(zip(outcomes, records))]
+    for run_loggers, metrics in zip(loggers, results):
+        run_loggers.finish(metrics)
+    return results
 
 
 def finish(record: RunRecord, member: Member | None, outcome: Outcome, status: str, reason: str | None,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -35,12 +36,29 @@ def one_of(key: str, value: Any, choices) -> None:
 
 
 # ----------------------------------------------------------------------------- data
-SOURCES = ("mnist", "cifar10", "cifar100", "synthetic")
+SOURCES = ("mnist", "cifar10", "cifar100", "synthetic", "image_folder")
 PROFILES = ("none", "exp", "step", "reduce")
 TEST_POLICIES = ("balanced", "reduced")
 # Per-source facts needed to reject a bad profile before any data is loaded.
 SOURCE_NUM_CLASSES = {"mnist": 10, "cifar10": 10, "cifar100": 100}
 SOURCE_MAX_TRAIN_PER_CLASS = {"mnist": 6742, "cifar10": 5000, "cifar100": 500}
+IMAGE_SIZES = (32, 64, 96, 128)  # data.image_size of an image folder (data/image_folder.py)
+IMAGE_FOLDER_PARTS = ("train", "test", "val")
+
+
+def sub_folders(folder: str) -> list[str]:
+    """The names of ``folder``'s sub-folders, sorted, hidden ones (``.name``) left out."""
+    return sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
+
+
+def image_folder_parts(path: str) -> dict[str, str]:
+    """An image folder's parts: with a ``train/`` sub-folder, ``{'train': <path>/train}`` and ``test`` / ``val``
+    where it has them (``<part>/<class>/<image>``); else ``{'all': <path>}`` (``<class>/<image>``, split by
+    ``data.test_fraction``). Class names are the class folders' names, in sorted order, as torchvision's
+    ``ImageFolder`` has them."""
+    if "train" not in sub_folders(path):
+        return {"all": path}
+    return {part: os.path.join(path, part) for part in IMAGE_FOLDER_PARTS if os.path.isdir(os.path.join(path, part))}
 
 
 @dataclass
@@ -81,10 +99,18 @@ class DataConfig:
     subset_seed: int = 0
     val_fraction: float = 0.0
     augment: bool = True  # random crop (pad 4) + horizontal flip, batched on the device
+    # inputs (x / 255 − mean) / std per channel, from the training images; false: x / 255 only
+    standardize: bool = True
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    # source image_folder (configs/data/image_folder.yaml, data/image_folder.py): your own images
+    path: str | None = None  # <path>/<class>/<image>, or <path>/train|test[|val]/<class>/<image>
+    image_size: int = 32  # every image resized (shorter side) and centre-cropped to image_size x image_size
+    test_fraction: float | None = None  # a folder without test/: per class, held out for test; null = 0.2
+    skip_unreadable: bool = False  # false: an image that cannot be decoded stops the run, naming it
 
     def __post_init__(self):
         one_of("data.source", self.source, SOURCES)
+        self._check_image_folder()
         one_of("data.profile", self.profile, PROFILES)
         one_of("data.test_policy", self.test_policy, TEST_POLICIES)
         check(self.imbalance >= 1, "data.imbalance", self.imbalance, "a number >= 1")
@@ -102,23 +128,47 @@ class DataConfig:
         for key in ("n_max", "test_n_max"):
             value = getattr(self, key)
             check(value is None or value >= 1, f"data.{key}", value, "null or an integer >= 1")
-        if self.profile != "none":
+        # an image folder's class sizes are known once it is read: the profile is checked then (data/profiles.py)
+        if self.profile != "none" and (self.source != "image_folder" or self.n_max):
             # The smallest class keeps floor(n_ref / r) images (train), floor(test_n_max / r) (reduced test).
             n_ref = self.n_max or self.max_train_per_class
             limit = min(n_ref, self.test_n_max) if self.test_policy == "reduced" and self.test_n_max else n_ref
             check(self.imbalance <= limit, "data.imbalance", self.imbalance,
                   f"at most {limit} for {self.name} (a larger ratio leaves the smallest class with no image)")
 
+    def _check_image_folder(self) -> None:
+        if self.source != "image_folder":
+            for key, default, shown in (("path", None, "null"), ("image_size", 32, "32"),
+                                        ("test_fraction", None, "null"), ("skip_unreadable", False, "false")):
+                check(getattr(self, key) == default, f"data.{key}", getattr(self, key),
+                      f"{shown} unless data.source=image_folder (data=image_folder: your own images)")
+            return
+        check(self.path is not None and str(self.path).strip() != "", "data.path", self.path,
+              "the folder of your images, e.g. data.path=/data/my_images (layout: <path>/<class>/<image>, or "
+              "<path>/train/<class>/<image> with test/ and optionally val/ beside it)")
+        where = os.path.abspath(os.path.expanduser(self.path))
+        problem = "is not a folder" if os.path.exists(where) else "does not exist"
+        check(os.path.isdir(where), "data.path", self.path, f"an existing folder of class folders ({where} {problem})")
+        one_of("data.image_size", self.image_size, IMAGE_SIZES)
+        check(self.test_fraction is None or 0 < self.test_fraction < 1, "data.test_fraction", self.test_fraction,
+              "null (0.2) or a number in (0, 1)")
+
     @property
     def max_train_per_class(self) -> int:
         if self.source == "synthetic":
             return self.synthetic.train_per_class
+        check(self.source != "image_folder", "data.source", self.source,
+              "a dataset whose class sizes are known before it is read (mnist, cifar10, cifar100, synthetic) for "
+              "method=fixmatch; an image folder's are known only once it is read")
         return SOURCE_MAX_TRAIN_PER_CLASS[self.source]
 
     @property
     def num_classes(self) -> int:
         if self.classes is not None:
             return len(self.classes)
+        if self.source == "image_folder":  # its class folders (checked when the folder is read)
+            parts = image_folder_parts(os.path.abspath(os.path.expanduser(self.path)))
+            return len(sub_folders(parts.get("train", parts.get("all"))))
         return self.synthetic.num_classes if self.source == "synthetic" else SOURCE_NUM_CLASSES[self.source]
 
 
@@ -127,10 +177,26 @@ class DataConfig:
 class ModelConfig:
     name: str = MISSING
     embedding_dim: int | None = None  # e.g. 2: a projection before the head, for feature scatter plots
+    # a state dict file of yours to start from (models/pretrained.py): a run's model.pt, or the backbone's own
+    # (torchvision's names for resnet18); tensors whose shape differs (the final fc) are skipped. Never downloaded
+    pretrained: str | None = None
+    # every BatchNorm layer's momentum (PyTorch's meaning, the weight of each new batch in the running
+    # statistics: Keras' momentum 0.99 is 0.01 here) and eps; null: the architecture's own (PyTorch's 0.1 and
+    # 1e-5; wrn28_2: 0.001 and 0.001)
+    bn_momentum: float | None = None
+    bn_eps: float | None = None
 
     def __post_init__(self):
         check(self.embedding_dim is None or self.embedding_dim >= 1, "model.embedding_dim",
               self.embedding_dim, "null or an integer >= 1")
+        check(self.bn_momentum is None or 0 < self.bn_momentum <= 1, "model.bn_momentum", self.bn_momentum,
+              "null or a number in (0, 1]")
+        check(self.bn_eps is None or self.bn_eps > 0, "model.bn_eps", self.bn_eps, "null or a number > 0")
+        if self.pretrained is not None:
+            where = os.path.abspath(os.path.expanduser(self.pretrained))
+            problem = "is not a file" if os.path.exists(where) else "does not exist"
+            check(os.path.isfile(where), "model.pretrained", self.pretrained,
+                  f"null or a state dict file saved with torch.save (nothing is downloaded; {where} {problem})")
 
 
 # ----------------------------------------------------------------------------- losses
@@ -169,6 +235,7 @@ SCHEDULES = ("constant", "multistep", "cosine", "fixmatch_cosine")  # see train/
 class OptimConfig:
     name: str = MISSING
     lr: float = 1e-3
+    eps: float = 1e-8  # adam only: ε of the update's denominator (PyTorch's default; Keras' is 1e-7)
     weight_decay: float = 0.0
     # false: no weight decay on normalisation-layer parameters and biases, as FixMatch (decays conv/dense
     # kernels only) and USB (bn_wd_skip) train
@@ -185,6 +252,7 @@ class OptimConfig:
         one_of("optim.name", self.name, OPTIMIZERS)
         one_of("optim.schedule", self.schedule, SCHEDULES)
         check(self.lr > 0, "optim.lr", self.lr, "a number > 0")
+        check(self.eps > 0, "optim.eps", self.eps, "a number > 0")
         check(self.weight_decay >= 0, "optim.weight_decay", self.weight_decay, "a number >= 0")
         check(0 <= self.momentum < 1, "optim.momentum", self.momentum, "a number in [0, 1)")
         check(self.gamma > 0, "optim.gamma", self.gamma, "a number > 0")
@@ -221,9 +289,29 @@ class TrainerConfig:
     # every k epochs a run writes checkpoint.pt (atomically, the previous one kept); a run started again in
     # the same folder continues from it. 0: never
     checkpoint_every: int = 10
+    # Debug modes (configs/debug/; a run with any of them on is marked as a debug run and listed apart by the
+    # report): one epoch of one training step, evaluated on one batch (does this combination run at all?) ...
+    fast_dev_run: bool = False
+    # ... k fixed training batches every epoch, the same ones (can the model fit them? its loss must fall) ...
+    overfit_batches: int = 0
+    # ... a fraction of each epoch's training steps (at least one)
+    limit_train_batches: float = 1.0
+    # mixing inside the training step (train/mixup.py): mixup | remix; null = off. λ ~ Beta(α, α) per batch (α = 0:
+    # λ = 1); Remix's label weight favours the rarer class of a pair: κ (class-count ratio), τ (λ threshold)
+    mixup: str | None = None
+    mixup_alpha: float = 1.0
+    mixup_kappa: float = 3.0
+    mixup_tau: float = 0.5
 
     def __post_init__(self):
         check(self.epochs >= 1, "trainer.epochs", self.epochs, "an integer >= 1")
+        check(self.mixup_alpha >= 0, "trainer.mixup_alpha", self.mixup_alpha, "a number >= 0 (0: λ = 1)")
+        check(self.mixup_kappa >= 1, "trainer.mixup_kappa", self.mixup_kappa, "a number >= 1")
+        check(0 <= self.mixup_tau <= 1, "trainer.mixup_tau", self.mixup_tau, "a number in [0, 1]")
+        check(self.overfit_batches >= 0, "trainer.overfit_batches", self.overfit_batches,
+              "an integer >= 0 (0 = off)")
+        check(0 < self.limit_train_batches <= 1, "trainer.limit_train_batches", self.limit_train_batches,
+              "a fraction in (0, 1] of each epoch's training steps")
         check(self.batch_size >= 2, "trainer.batch_size", self.batch_size, "an integer >= 2")
         check(self.eval_every >= 1, "trainer.eval_every", self.eval_every, "an integer >= 1")
         check(self.bn_recalibration_batches >= 0, "trainer.bn_recalibration_batches",
@@ -300,7 +388,80 @@ class SSLConfig:
               "leaves the smallest class with no unlabelled image)")
 
 
-METHODS = ("supervised", "majority_only", "fixmatch")
+# ----------------------------------------------------------------------------- loggers
+# Live views of a run (imbalance_lab/loggers.py, one class per field below); the run folder's files stay the
+# source of truth. None: that logger is off. configs/logger/<name>.yaml switches one on (logger=[a,b]: several).
+WANDB_MODES = ("offline", "online", "disabled")
+
+
+@dataclass
+class TensorBoardLoggerConfig:
+    # event files of a run: null = <run folder>/tensorboard (tensorboard --logdir <sweep folder> shows every run
+    # of a sweep); a folder = <folder>/<sweep or run folder name>/<run>
+    save_dir: str | None = None
+
+
+@dataclass
+class CSVLoggerConfig:
+    filename: str = "epochs.csv"  # in the run folder: one row per epoch, rewritten atomically after each
+
+    def __post_init__(self):
+        check(bool(self.filename) and "/" not in self.filename, "logger.csv.filename", self.filename,
+              "a file name (no folder) in the run folder")
+
+
+@dataclass
+class MLflowLoggerConfig:
+    # null = a file store in the sweep folder (a single run: its run folder), <folder>/mlruns
+    tracking_uri: str | None = None
+    experiment_name: str | None = None  # null = the sweep folder's name (one experiment per sweep)
+
+
+@dataclass
+class WandbLoggerConfig:
+    project: str = "imbalance_lab"
+    mode: str = "offline"  # offline: files only (wandb sync <folder> uploads them later); online needs a login
+    entity: str | None = None
+    group: str | None = None  # null = the sweep folder's name
+    save_dir: str | None = None  # null = the run folder
+
+    def __post_init__(self):
+        one_of("logger.wandb.mode", self.mode, WANDB_MODES)
+
+
+@dataclass
+class LoggerConfig:
+    tensorboard: TensorBoardLoggerConfig | None = None
+    csv: CSVLoggerConfig | None = None
+    mlflow: MLflowLoggerConfig | None = None
+    wandb: WandbLoggerConfig | None = None
+
+
+# How the feature layers of a decoupled stage 2 treat BatchNorm: frozen (eval mode, stage 1's statistics) or
+# batch_stats (train mode, as the authors' code: each batch's statistics, running averages updated)
+BACKBONE_BN = ("frozen", "batch_stats")
+
+
+@dataclass
+class DecoupledConfig:
+    """``method=decoupled``: stage 2 of Kang et al. 2020 (classifier re-training / re-scaling on the frozen features
+    of a finished stage-1 run; baselines/decoupled.py, whose ``MODES`` are the modes)."""
+
+    stage1: str | None = None  # a finished run's folder, or a sweep folder holding the run of this split and seed
+    mode: str = "crt"  # crt | tau_norm | lws
+    tau: float | None = None  # tau_norm: w_c / ||w_c||^tau; null = chosen on the validation split from tau_grid
+    tau_grid: list[float] = field(default_factory=lambda: [i / 10 for i in range(21)])  # tau_norm.py: 0, 0.1, .., 2
+    tau_norm_bias: bool = True  # keep stage 1's bias b_c (false: dropped, as the authors' tau_norm.py)
+    backbone_bn: str = "frozen"  # frozen | batch_stats (the authors' code)
+
+    def __post_init__(self):
+        check(self.tau is None or self.tau >= 0, "decoupled.tau", self.tau, "null or a number >= 0")
+        check(len(self.tau_grid) > 0 and all(t >= 0 for t in self.tau_grid), "decoupled.tau_grid", self.tau_grid,
+              "a non-empty list of numbers >= 0")
+        one_of("decoupled.backbone_bn", self.backbone_bn, BACKBONE_BN)
+
+
+METHODS = ("supervised", "majority_only", "fixmatch", "decoupled")
 SAMPLERS = ("uniform", "oversample", "undersample", "sqrt")  # see train/samplers.py
 
 
@@ -315,10 +476,14 @@ class Config:
     method: str = "supervised"  # or majority_only: train on the majority class alone, detect the minority
     majority_only: MajorityOnlyConfig = field(default_factory=MajorityOnlyConfig)
     ssl: SSLConfig = field(default_factory=SSLConfig)  # method=fixmatch
+    decoupled: DecoupledConfig = field(default_factory=DecoupledConfig)  # method=decoupled
     seed: int = 0
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    tags: list[str] = field(default_factory=list)  # recorded in metrics.json, shown by the report, given to loggers
 
     def __post_init__(self):
         check(0 <= self.seed < 2**32, "seed", self.seed, "an integer in [0, 2^32) (numpy's seed range)")
+        check(all(str(t).strip() for t in self.tags), "tags", self.tags, "a list of non-empty strings")
         one_of("sampler", self.sampler, SAMPLERS)
         one_of("method", self.method, METHODS)
         if self.method == "majority_only":

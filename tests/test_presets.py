@@ -141,6 +141,23 @@ RECIPES = {
         {},
         {"ssl.debias": "false,true", "seed": "0"},
     ),
+    # BagofTricks-LT (zhangyongshun/BagofTricks-LT at ce7859a), configs/cao_cifar/two_stage/classifier_balance/
+    # cRT/cifar10_im100.yaml (LWS/ the same but CLASSIFIER.TYPE): PRETRAINED_MODEL .../baseline/models/epoch_200.pth,
+    # MAX_EPOCH 30, BATCH_SIZE 128, SGD BASE_LR 0.1, MOMENTUM 0.9, WEIGHT_DECAY 5e-4, LR_SCHEDULER warmup LR_STEP
+    # [10, 20] LR_FACTOR 0.1 WARM_EPOCH 5, SAMPLER weighted sampler / balance, TRAIN_TRANSFORMS random_crop +
+    # random_horizontal_flip, LOSS CrossEntropy, VALID_STEP 1 (the best test epoch is kept); tau_norm/
+    # cifar10_im100.yaml: TEST.TAU_NORM.TAU 1.0, the bias kept (lib/net/network.py load_model). Ratios and rows:
+    # documents/trick_gallery.md:94-96 (CIFAR-10-LT-100, -50).
+    "decoupled_cifar10_lt": (
+        {"method": "decoupled", "data.name": "cifar10_lt", "data.profile": "exp", "data.augment": True,
+         "model.name": "resnet32", "sampler": "oversample", "optim.name": "sgd", "optim.lr": 0.1, "optim.momentum": 0.9,
+         "optim.nesterov": False, "optim.weight_decay": 5e-4, "optim.schedule": "multistep", "optim.milestones": [10, 20],
+         "optim.gamma": 0.1, "optim.warmup_epochs": 5, "trainer.epochs": 30, "trainer.batch_size": 128,
+         "trainer.eval_every": 1, "loss.name": "ce", "decoupled.mode": "crt"},
+        {"decoupled.mode=tau_norm": {"decoupled.tau": 1.0, "decoupled.tau_norm_bias": True},
+         "decoupled.mode=lws": {"loss.name": "ce", "sampler": "oversample"}},
+        {"data.imbalance": "100,50", "decoupled.mode": "crt,tau_norm,lws", "seed": "0,1,2"},
+    ),
     # No source: every loss on whatever the command line sets.
     "compare_losses": (
         {},
@@ -156,10 +173,15 @@ def compose():
         yield compose
 
 
+def stage1_for(preset: str, compose) -> list[str]:
+    """A decoupled stage 2 is given its stage-1 folder on the command line; any folder passes the config-time check."""
+    return [f"decoupled.stage1={REPO}"] if compose(f"experiment={preset}").method == "decoupled" else []
+
+
 def differences(preset: str, overrides: list[str], expected: dict, compose) -> list[str]:
     """``preset: key = ours, the source's value`` for every key of ``expected`` that the composed and validated
     preset (with ``overrides``) does not have; a key it lacks (a typo) counts as a difference."""
-    _, resolved, _ = compose_run(f"experiment={preset}", *overrides, compose=compose)
+    _, resolved, _ = compose_run(f"experiment={preset}", *overrides, *stage1_for(preset, compose), compose=compose)
     cfg = OmegaConf.create(resolved)
     missing = object()
     out = []
@@ -209,7 +231,10 @@ def test_preset_header_gives_the_command_that_runs_it(preset):
     header = [line for line in text.splitlines() if line.startswith("#")]
     commands = [line for line in header if "python -m imbalance_lab" in line]
     assert commands, f"{preset}.yaml: no command in the header"
-    assert all(f"experiment={preset}" in line.split() for line in commands), commands
+    # a two-stage preset's 'stage 1:' command runs another preset, which it names
+    own = [line for line in commands if "stage 1:" not in line]
+    assert all(f"experiment={preset}" in line.split() for line in own), own
+    assert all(any(f"experiment={p}" in line.split() for p in PRESETS) for line in commands if line not in own)
     if preset != "compare_losses":
         assert f"experiment={preset} -m" in text, f"{preset}.yaml: the header's command does not run the sweep"
 
@@ -256,13 +281,19 @@ def test_preset_trains_one_epoch_on_tiny_data(tmp_path, mirror, restore_threads,
     with hydra_compose() as compose:  # closed before the run, which initialises Hydra itself
         loss_setting = last_loss_setting(preset, compose)
         data_name = compose(f"experiment={preset}").data.name
-        config, recipe, option = compose_run(f"experiment={preset}", *loss_setting, compose=compose)
+        config, recipe, option = compose_run(f"experiment={preset}", *loss_setting, *stage1_for(preset, compose),
+                                             compose=compose)
     # a semi-supervised preset's unlabelled split shrinks with its labelled one (and mu with it: the batch is
     # (1 + 2 mu) x 16 images through the preset's model, WRN-28-2 for the full protocol)
     tiny_ssl = ["ssl.unlabelled_n_max=24", "ssl.unlabelled_imbalance=2", "ssl.mu=1"] if config.method == "fixmatch" \
         else []
+    stage1 = []
+    if config.method == "decoupled":  # its stage 1: the preset's data and model trained as a plain run
+        run_in_process(tmp_path / "stage1", f"experiment={preset}", "method=supervised", "sampler=uniform",
+                       *TINY_DATA[data_name], *ONE_EPOCH)
+        stage1 = [f"decoupled.stage1={tmp_path / 'stage1'}"]
     metrics = run_in_process(tmp_path, f"experiment={preset}", *loss_setting, *TINY_DATA[data_name], *tiny_ssl,
-                             *ONE_EPOCH)
+                             *stage1, *ONE_EPOCH)
     assert metrics["status"] == "done", metrics.get("reason")
     # what ran is the preset's loss and optimiser, untouched by the tiny-data overrides
     assert metrics["config"]["loss"] == recipe["loss"] and metrics["config"]["optim"] == recipe["optim"]

@@ -105,3 +105,17 @@ def test_fit_evaluates_every_k_epochs_and_after_the_last_and_learns():
     with torch.no_grad():
         accuracy = (model(x.float() / 255).argmax(1) == y).float().mean().item()
     assert accuracy > 0.95
+
+
+def test_no_recalibration_batches_keeps_the_running_averages():
+    """trainer.bn_recalibration_batches=0 leaves the loop one empty index batch: the running statistics stay (a
+    forward on nothing used to reset them to mean 0, variance 1)."""
+    from imbalance_lab.train import Precision
+    from imbalance_lab.train.trainer import recalibrate_batchnorm
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    bn = model[1]
+    bn.running_mean.fill_(2.0)
+    empty = torch.arange(10)[:0].split(4)  # what the loop makes of 0 batches
+    recalibrate_batchnorm(model, torch.zeros(10, 3, 8, 8, dtype=torch.uint8), list(empty), Precision())
+    assert torch.equal(bn.running_mean, torch.full((4,), 2.0))

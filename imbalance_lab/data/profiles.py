@@ -45,3 +45,11 @@ def _nonzero(counts: list[int], r: float, limit: str, class_names: Sequence[str]
         name = f" '{class_names[c]}'" if class_names is not None else ""
         raise ConfigError("data.imbalance", r, f"{limit} (larger r leaves class {c}{name} with no {split} image)")
     return counts
+
+
+def held_out_count(fraction: float, n: int) -> int:
+    """Images of a class of ``n`` held out (validation, an image folder's test part): round(fraction · n), at
+    least 1 once the class has 2 images, never the whole class."""
+    if fraction == 0 or n < 2:
+        return 0
+    return min(max(round(fraction * n), 1), n - 1)

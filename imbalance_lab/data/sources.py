@@ -1,4 +1,5 @@
-"""Dataset sources as raw uint8 arrays: the offline mirror, torchvision downloads, generated data."""
+"""Dataset sources as raw uint8 arrays: the offline mirror, torchvision downloads, generated data, and (in
+``data/image_folder.py``) a folder of your own images."""
 
 from __future__ import annotations
 
@@ -9,13 +10,13 @@ import os
 import re
 import zipfile
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
 
 from imbalance_lab.atomic import atomic_write
-from imbalance_lab.schema import SOURCES, SyntheticConfig, one_of
+from imbalance_lab.schema import SOURCES, DataConfig, SyntheticConfig, one_of
 
 ENV_ROOT = "IMBALANCE_LAB_DATA"
 FORMAT_DOC = "the Datasets section of imbalance_lab's README.md"
@@ -55,6 +56,10 @@ class RawDataset:
     class_names: list[str]
     note: str = ""  # provenance the user must see (e.g. a lossy copy); '' if none
     description: str = ""  # e.g. "MNIST (offline mirror /data)"
+    val_images: np.ndarray | None = None  # a validation part of the source's own (an image folder's val/)
+    val_labels: np.ndarray | None = None
+    identity: str = ""  # what decides the pixels besides the source's name (an image folder's content), if any
+    details: dict = field(default_factory=dict)  # the source's own facts, recorded with the run's data summary
 
 
 class _Real(NamedTuple):
@@ -71,10 +76,19 @@ REAL = {
 }
 
 
+def load_data(cfg: DataConfig) -> RawDataset:
+    """The source ``cfg`` names: an image folder (``data.path``), or a built-in dataset (``load_source``)."""
+    if cfg.source == "image_folder":
+        from imbalance_lab.data.image_folder import read_image_folder  # it builds on this module
+
+        return read_image_folder(cfg)
+    return load_source(cfg.source, cfg.root, cfg.download_dir, cfg.synthetic)
+
+
 def load_source(name: str, root: str | None, download_dir: str | None,
                 synthetic: SyntheticConfig) -> RawDataset:
     """The offline mirror (``root``, else $IMBALANCE_LAB_DATA) if it holds the dataset, else torchvision."""
-    one_of("data.source", name, SOURCES)
+    one_of("data.source", name, [s for s in SOURCES if s != "image_folder"])
     if name == "synthetic":
         return make_synthetic(synthetic)
     root = root or os.environ.get(ENV_ROOT) or None

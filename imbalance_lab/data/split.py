@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from imbalance_lab.data.profiles import exp_counts, reduce_counts, step_counts
-from imbalance_lab.data.sources import load_source, pixels_sha256
+from imbalance_lab.data.profiles import exp_counts, held_out_count, reduce_counts, step_counts
+from imbalance_lab.data.sources import load_data, pixels_sha256
 from imbalance_lab.schema import DataConfig, check
 
 SPLITS = ("train", "val", "test")
@@ -38,6 +38,7 @@ class ImbalancedSplit:
     description: str = ""
     name: str = ""
     source: str = ""
+    details: dict = dataclasses.field(default_factory=dict)  # the source's own facts (an image folder's)
 
     @property
     def num_classes(self) -> int:
@@ -65,12 +66,14 @@ class ImbalancedSplit:
             "std": list(self.std),
             "fingerprint": self.fingerprint,
             "pixels_sha256": self.pixels_sha256,
+            **({"details": self.details} if self.details else {}),
         }
 
 
 def build_split(cfg: DataConfig) -> ImbalancedSplit:
-    """Load the source, keep ``cfg.classes``, cut each class to its profile count, hold out validation."""
-    raw = load_source(cfg.source, cfg.root, cfg.download_dir, cfg.synthetic)
+    """Load the source, keep ``cfg.classes``, cut each class to its profile count, hold out validation (or take
+    the source's own validation part: an image folder's val/)."""
+    raw = load_data(cfg)
     n_source = len(raw.class_names)
     kept = list(range(n_source)) if cfg.classes is None else list(cfg.classes)
     for key, labels in (("data.classes", kept), ("data.reduced_classes", cfg.reduced_classes)):
@@ -91,17 +94,20 @@ def build_split(cfg: DataConfig) -> ImbalancedSplit:
     chosen = [_first(raw.train_labels, c, n, [cfg.subset_seed, _TRAIN_STREAM, c]) for c, n in zip(kept, train_n)]
     # Validation takes the tail of each class's chosen prefix, so the training part stays a prefix of
     # the class permutation and remains nested across r.
-    n_val = [_val_size(cfg.val_fraction, len(idx)) for idx in chosen]
+    own_val = raw.val_labels is not None
+    n_val = [0 if own_val else held_out_count(cfg.val_fraction, len(idx)) for idx in chosen]
     parts = {
         "train": [idx[: len(idx) - v] for idx, v in zip(chosen, n_val)],
-        "val": [idx[len(idx) - v:] for idx, v in zip(chosen, n_val)],
+        "val": ([np.flatnonzero(raw.val_labels == c) for c in kept] if own_val else
+                [idx[len(idx) - v:] for idx, v in zip(chosen, n_val)]),
         "test": [_first(raw.test_labels, c, n, [cfg.subset_seed, _TEST_STREAM, c]) for c, n in zip(kept, test_n)],
     }
     relabel = np.full(n_source, -1, np.int64)
     relabel[kept] = np.arange(len(kept))
     arrays, indices = {}, {}
     for split, (images, labels) in {"train": (raw.train_images, raw.train_labels),
-                                    "val": (raw.train_images, raw.train_labels),
+                                    "val": (raw.val_images, raw.val_labels) if own_val else
+                                           (raw.train_images, raw.train_labels),
                                     "test": (raw.test_images, raw.test_labels)}.items():
         # Source order (sorted indices), not class blocks: the arrays look like the source, only thinner.
         idx = np.sort(np.concatenate(parts[split])).astype(np.int64)
@@ -114,9 +120,9 @@ def build_split(cfg: DataConfig) -> ImbalancedSplit:
         class_names=names,
         class_counts={s: np.bincount(arrays[s][1], minlength=len(kept)).tolist() for s in SPLITS},
         indices=indices, mean=mean, std=std,
-        fingerprint=_fingerprint(cfg, kept, indices),
+        fingerprint=_fingerprint(cfg, kept, indices, raw.identity),
         pixels_sha256=pixels_sha256(*[a for s in SPLITS for a in arrays[s]]),
-        note=raw.note, description=raw.description, name=cfg.name, source=cfg.source,
+        note=raw.note, description=raw.description, name=cfg.name, source=cfg.source, details=raw.details,
     )
 
 
@@ -155,13 +161,6 @@ def _first(labels: np.ndarray, label: int, n: int, seed: list[int]) -> np.ndarra
     return class_order(labels, label, seed)[:n]
 
 
-def _val_size(fraction: float, n: int) -> int:
-    """round(fraction · n), at least 1 once a class has 2 images, never the whole class."""
-    if fraction == 0 or n < 2:
-        return 0
-    return min(max(round(fraction * n), 1), n - 1)
-
-
 def _channel_stats(x: np.ndarray) -> tuple[list[float], list[float]]:
     """Per-channel mean and std of x / 255, exact, from 256-bin histograms (no float copy of the images)."""
     levels = np.arange(256) / 255.0
@@ -175,10 +174,12 @@ def _channel_stats(x: np.ndarray) -> tuple[list[float], list[float]]:
     return mean, std
 
 
-def _fingerprint(cfg: DataConfig, kept: list[int], indices: dict[str, np.ndarray]) -> str:
+def _fingerprint(cfg: DataConfig, kept: list[int], indices: dict[str, np.ndarray], content: str = "") -> str:
     identity = {"name": cfg.name, "source": cfg.source, "classes": kept}
     if cfg.source == "synthetic":  # the generator's settings decide the pixels behind the indices
         identity["synthetic"] = dataclasses.asdict(cfg.synthetic)
+    if content:  # what else decides them (an image folder: its files, image size and test split)
+        identity["content"] = content
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode())
     for split in SPLITS:
         digest.update(split.encode())

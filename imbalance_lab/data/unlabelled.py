@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from imbalance_lab.data.profiles import exp_counts, step_counts
-from imbalance_lab.data.sources import load_source
+from imbalance_lab.data.sources import load_data
 from imbalance_lab.data.split import _TRAIN_STREAM, ImbalancedSplit, class_order
 from imbalance_lab.schema import DataConfig, SSLConfig, check
 
@@ -49,7 +49,7 @@ def unlabelled_counts(ssl_cfg: SSLConfig, num_classes: int, class_names) -> list
 
 def build_unlabelled(data_cfg: DataConfig, ssl_cfg: SSLConfig, labelled: ImbalancedSplit) -> UnlabelledSplit:
     """The unlabelled split beside ``labelled`` (built from ``data_cfg`` by ``build_split``)."""
-    raw = load_source(data_cfg.source, data_cfg.root, data_cfg.download_dir, data_cfg.synthetic)
+    raw = load_data(data_cfg)
     kept = list(range(len(raw.class_names))) if data_cfg.classes is None else list(data_cfg.classes)
     c = len(kept)
     wanted = unlabelled_counts(ssl_cfg, c, labelled.class_names)

@@ -99,6 +99,9 @@ class AffinityLossConfig(LossConfig):
 
 @register(AffinityLossConfig)
 class AffinityLoss(ImbalanceLoss):
+    mixup_refusal = ("its batch loss adds the centre regulariser R to the per-sample margins, and a margin between "
+                     "the affinities to two classes' centres has no mixed-label form in its paper or code")
+
     def __init__(self, cfg, class_counts):
         super().__init__(cfg, class_counts)
         self.m, self.sigma = int(cfg.m), float(cfg.sigma)

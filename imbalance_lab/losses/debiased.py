@@ -42,6 +42,9 @@ class DebiasedLossConfig(LossConfig):
 
 @register(DebiasedLossConfig)
 class DebiasedLoss(ImbalanceLoss):
+    mixup_refusal = ("each batch also updates q̂, its estimate of the predicted class marginal, which mixed images "
+                     "would bias (DebiasPL defines it on the training images)")
+
     def __init__(self, cfg, class_counts):
         super().__init__(cfg, class_counts)
         self.lam, self.momentum = float(cfg.lam), float(cfg.momentum)

@@ -5,16 +5,20 @@ import torch
 from torch import nn
 
 from .cnn import ConvNet
+from .pretrained import load_pretrained
 from .resnet import ResNet32
+from .resnet18 import resnet18
 from .wrn import WideResNet
 
+# name -> backbone(in_channels, image_size); the image size matters only to those whose stem depends on it
 BACKBONES = {
-    "cnn_mnist": lambda in_ch: ConvNet(in_ch, widths=((32,), (64,), (128,))),
+    "cnn_mnist": lambda in_ch, size: ConvNet(in_ch, widths=((32,), (64,), (128,))),
     # cnn_mnist's shape on 3-channel input: cheap enough to train on a CPU
-    "cnn_small": lambda in_ch: ConvNet(in_ch, widths=((32,), (64,), (128,))),
-    "cnn_cifar": lambda in_ch: ConvNet(in_ch, widths=((64, 64, 64), (128, 128, 128), (256, 256, 256))),
-    "resnet32": lambda in_ch: ResNet32(in_ch),
-    "wrn28_2": lambda in_ch: WideResNet(in_ch),  # FixMatch's / USB's WRN-28-2
+    "cnn_small": lambda in_ch, size: ConvNet(in_ch, widths=((32,), (64,), (128,))),
+    "cnn_cifar": lambda in_ch, size: ConvNet(in_ch, widths=((64, 64, 64), (128, 128, 128), (256, 256, 256))),
+    "resnet32": lambda in_ch, size: ResNet32(in_ch),
+    "wrn28_2": lambda in_ch, size: WideResNet(in_ch),  # FixMatch's / USB's WRN-28-2
+    "resnet18": resnet18,  # torchvision's ResNet-18; small-image stem up to 64 pixels
 }
 
 
@@ -42,9 +46,13 @@ class Classifier(nn.Module):
 
 
 def build_model(name: str, in_channels: int, num_classes: int, mean, std, embedding_dim=None,
-                make_head=None) -> Classifier:
-    """``make_head(in_features, num_classes)`` builds the head (the loss decides: linear, affinity, cosine)."""
-    backbone = BACKBONES[name](in_channels)
+                make_head=None, image_size: int = 32, pretrained: str | None = None) -> Classifier:
+    """``make_head(in_features, num_classes)`` builds the head (the loss decides: linear, affinity, cosine);
+    ``pretrained``: a state dict file to start from (``model.pretrained``, see ``models/pretrained.py``)."""
+    backbone = BACKBONES[name](in_channels, image_size)
     dim = embedding_dim or backbone.out_features
     head = make_head(dim, num_classes) if make_head else None
-    return Classifier(backbone, num_classes, mean, std, embedding_dim, head)
+    model = Classifier(backbone, num_classes, mean, std, embedding_dim, head)
+    if pretrained:
+        load_pretrained(model, pretrained)
+    return model

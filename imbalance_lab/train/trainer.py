@@ -72,7 +72,9 @@ def recalibrate_batchnorm(model, x: torch.Tensor, batches: list[torch.Tensor], p
     (seen here: 83% eval-mode vs 95% batch-statistics accuracy on MNIST after 100 steps); evaluation then
     uses statistics of the final weights. Training images only, unaugmented like the evaluation inputs."""
     norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    if not norms or not batches:
+    # trainer.bn_recalibration_batches=0 leaves one empty batch (an empty index split): keep the running averages
+    # (a forward on nothing would reset them to mean 0, variance 1)
+    if not norms or not any(len(idx) for idx in batches):
         return
     momenta = [m.momentum for m in norms]
     for m in norms:
@@ -100,6 +102,7 @@ class Member:
     failed: str | None = None
     calibration: list[torch.Tensor] = field(default_factory=list)  # training batches for precise BN
     objective: Objective = field(default_factory=Objective)
+    on_record: Callable[[dict], None] | None = None  # each epoch's record, once it is in history (live loggers)
 
 
 def fit(model, loss_fn, x: torch.Tensor, y: torch.Tensor, *, trainer_cfg, optim_cfg, augment: bool,
@@ -115,6 +118,21 @@ def fit(model, loss_fn, x: torch.Tensor, y: torch.Tensor, *, trainer_cfg, optim_
     if member.failed:
         raise TrainingFailed(member.failed, member.history)
     return member.history
+
+
+def debug_limits(trainer_cfg, steps: int, epochs: int, sampler: str, y: torch.Tensor, class_counts: torch.Tensor
+                 ) -> tuple[int, int, torch.Tensor | None]:
+    """The steps per epoch and epochs the debug modes leave (``trainer.fast_dev_run``: one of each;
+    ``overfit_batches``: k; ``limit_train_batches``: that fraction, at least one), and for ``overfit_batches``
+    the fixed batch order every member trains on every epoch (drawn once, from a generator of its own, so the
+    batches are the same whatever the seed or a resume)."""
+    if trainer_cfg.fast_dev_run:
+        return 1, 1, None
+    if trainer_cfg.overfit_batches:
+        steps = min(steps, trainer_cfg.overfit_batches)
+        generator = torch.Generator(device=y.device).manual_seed(0)
+        return steps, epochs, epoch_indices(sampler, y, class_counts, generator)[:steps * trainer_cfg.batch_size]
+    return max(1, int(steps * trainer_cfg.limit_train_batches)), epochs, None
 
 
 def fit_stack(members: list[Member], x: torch.Tensor, y: torch.Tensor, *, trainer_cfg, optim_cfg, augment: bool,
@@ -142,6 +160,7 @@ def fit_stack(members: list[Member], x: torch.Tensor, y: torch.Tensor, *, traine
           f"at most {n}, the images in one epoch of this training split (sampler={sampler})")
     steps = n // batch_size  # the incomplete last batch is dropped; the draw changes every epoch
     epochs = trainer_cfg.epochs
+    steps, epochs, fixed_order = debug_limits(trainer_cfg, steps, epochs, sampler, y, class_counts)
     for m, state in zip(members, resume or []):  # weights first: a vmapped engine stacks them when built
         m.model.load_state_dict(state["model"])
         m.loss_fn.load_state_dict(state["loss"])
@@ -189,7 +208,8 @@ def fit_stack(members: list[Member], x: torch.Tensor, y: torch.Tensor, *, traine
             orders = [state["order"].to(device) for state in resume]
             loss_sums = [state["loss_sum"].to(device) for state in resume]
         else:
-            orders = [epoch_indices(sampler, y, class_counts, m.generator) for m in members]
+            orders = [fixed_order if fixed_order is not None else epoch_indices(sampler, y, class_counts, m.generator)
+                      for m in members]
             for m in members:
                 m.objective.start_epoch(m.generator, steps)
             loss_sums = [torch.zeros((), device=device) for _ in members]
@@ -260,6 +280,8 @@ def fit_stack(members: list[Member], x: torch.Tensor, y: torch.Tensor, *, traine
                     log.error("a member of the stack failed: %s", m.failed, exc_info=exc)
                     continue
             m.history.append(record)
+            if m.on_record is not None:
+                m.on_record(record)
         engine.from_members()
         every = trainer_cfg.checkpoint_every
         scheduled = checkpoint is not None and every and (epoch + 1) % every == 0 and epoch + 1 < epochs
