@@ -114,7 +114,8 @@ def stack_member(cfg: Config, split: ImbalancedSplit, sets: dict, device: torch.
     loss_fn = build_loss(cfg.loss, split.class_counts["train"]).to(device)
     model = build_model(cfg.model.name, split.in_channels, split.num_classes, split.mean, split.std,
                         cfg.model.embedding_dim, make_head=loss_fn.make_head, image_size=split.image_size,
-                        pretrained=cfg.model.pretrained).to(device)
+                        pretrained=cfg.model.pretrained, standardize=cfg.data.standardize,
+                        bn_momentum=cfg.model.bn_momentum, bn_eps=cfg.model.bn_eps).to(device)
     precision = Precision.of(cfg.trainer, device)
     model = precision.prepare(model)  # the engine does it too; here before FixMatch copies it as its EMA
     objective = Objective()

@@ -171,8 +171,8 @@ def test_a_metrics_file_that_is_json_but_not_an_object_is_an_unfinished_run(tmp_
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["model=nonexistent"], ("model=nonexistent is not allowed: one of cnn_cifar, cnn_mnist, cnn_small, resnet32, "
-                            "wrn28_2")),
+    (["model=nonexistent"], ("model=nonexistent is not allowed: one of cnn_cifar, cnn_mnist, cnn_small, resnet18, "
+                            "resnet32, wrn28_2")),
     (["loss=nonexistent"], "loss=nonexistent is not allowed: one of affinity, affinity_cifar, "),
     (["experiment=nonexistent"], "experiment=nonexistent is not allowed: one of affinity_cifar10, affinity_mnist, "),
     (["data.imbalance=abc"], "data.imbalance=abc is not allowed: a number"),

@@ -149,7 +149,9 @@ class Stage1:
                               f"a run whose recorded loss this version can rebuild ({exc})") from exc
         head_of = build_loss(loss_cfg, split.class_counts["train"]).make_head
         net = build_model(cfg.model.name, split.in_channels, split.num_classes, split.mean, split.std,
-                          cfg.model.embedding_dim, make_head=head_of, image_size=split.image_size)
+                          cfg.model.embedding_dim, make_head=head_of, image_size=split.image_size,
+                          standardize=cfg.data.standardize, bn_momentum=cfg.model.bn_momentum,
+                          bn_eps=cfg.model.bn_eps)
         try:
             net.load_state_dict(self.weights)
         except RuntimeError as exc:

@@ -140,7 +140,8 @@ def train_rotation_model(cfg: Config, x: torch.Tensor, mean, std, generator: tor
     batches of ``x``; (model, history). ``images_per_s`` counts source images."""
     device = x.device
     model = build_model(cfg.model.name, x.shape[1], ROTATIONS, mean, std, cfg.model.embedding_dim,
-                        image_size=x.shape[2], pretrained=cfg.model.pretrained).to(device)
+                        image_size=x.shape[2], pretrained=cfg.model.pretrained, standardize=cfg.data.standardize,
+                        bn_momentum=cfg.model.bn_momentum, bn_eps=cfg.model.bn_eps).to(device)
     loss_fn = build_loss(CELossConfig(), [1] * ROTATIONS).to(device)
     unlabelled = torch.zeros(len(x), dtype=torch.long, device=device)  # labels come from rotate_all
     history = fit(model, loss_fn, x, unlabelled, trainer_cfg=cfg.trainer, optim_cfg=cfg.optim,

@@ -46,13 +46,23 @@ class Classifier(nn.Module):
 
 
 def build_model(name: str, in_channels: int, num_classes: int, mean, std, embedding_dim=None,
-                make_head=None, image_size: int = 32, pretrained: str | None = None) -> Classifier:
+                make_head=None, image_size: int = 32, pretrained: str | None = None, standardize: bool = True,
+                bn_momentum: float | None = None, bn_eps: float | None = None) -> Classifier:
     """``make_head(in_features, num_classes)`` builds the head (the loss decides: linear, affinity, cosine);
-    ``pretrained``: a state dict file to start from (``model.pretrained``, see ``models/pretrained.py``)."""
+    ``pretrained``: a state dict file to start from (``model.pretrained``, see ``models/pretrained.py``).
+    ``standardize`` false (``data.standardize``): the input is x / 255 as it is, ``mean`` and ``std`` unused;
+    ``bn_momentum`` / ``bn_eps`` (``model.bn_momentum`` / ``model.bn_eps``): every BatchNorm layer's, None keeps
+    the architecture's own."""
     backbone = BACKBONES[name](in_channels, image_size)
     dim = embedding_dim or backbone.out_features
     head = make_head(dim, num_classes) if make_head else None
+    if not standardize:
+        mean, std = [0.0] * in_channels, [1.0] * in_channels
     model = Classifier(backbone, num_classes, mean, std, embedding_dim, head)
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.momentum = m.momentum if bn_momentum is None else bn_momentum
+            m.eps = m.eps if bn_eps is None else bn_eps
     if pretrained:
         load_pretrained(model, pretrained)
     return model
