@@ -38,6 +38,7 @@ def one_of(key: str, value: Any, choices) -> None:
 # ----------------------------------------------------------------------------- data
 SOURCES = ("mnist", "cifar10", "cifar100", "synthetic", "image_folder")
 PROFILES = ("none", "exp", "step", "reduce")
+SUBSET_ORDERS = ("seeded", "first")
 TEST_POLICIES = ("balanced", "reduced")
 # Per-source facts needed to reject a bad profile before any data is loaded.
 SOURCE_NUM_CLASSES = {"mnist": 10, "cifar10": 10, "cifar100": 100}
@@ -97,6 +98,9 @@ class DataConfig:
     test_policy: str = "balanced"
     test_n_max: int | None = None  # test_policy=reduced: reference per-class test count
     subset_seed: int = 0
+    # which images a reduced class keeps: seeded = the first n of a permutation per class (data.subset_seed);
+    # first = the first n in the source's own order (the affinity-loss reimplementation's datasets.py)
+    subset_order: str = "seeded"
     val_fraction: float = 0.0
     augment: bool = True  # random crop (pad 4) + horizontal flip, batched on the device
     # inputs (x / 255 − mean) / std per channel, from the training images; false: x / 255 only
@@ -112,6 +116,7 @@ class DataConfig:
         one_of("data.source", self.source, SOURCES)
         self._check_image_folder()
         one_of("data.profile", self.profile, PROFILES)
+        one_of("data.subset_order", self.subset_order, SUBSET_ORDERS)
         one_of("data.test_policy", self.test_policy, TEST_POLICIES)
         check(self.imbalance >= 1, "data.imbalance", self.imbalance, "a number >= 1")
         check(0 <= self.val_fraction < 1, "data.val_fraction", self.val_fraction, "a number in [0, 1)")

@@ -228,6 +228,30 @@ def test_subsets_are_nested_across_r_and_fixed_by_subset_seed(mirror):
     assert other.fingerprint != splits[100].fingerprint
 
 
+def test_subset_order_first_keeps_the_images_the_affinity_loss_reimplementation_keeps(mirror):
+    """``data.subset_order=first``: the first n of each reduced class in the source's order, as the Keras
+    reimplementation's ``inbalanced_mnist(n)`` keeps them (``np.cumsum(y == i) <= 6n`` / ``<= n`` for even i);
+    the default draws them from a seeded permutation instead."""
+    def source_filter(y, n):
+        keep = np.zeros(len(y), dtype=bool)
+        for i in range(10):
+            current = y == i
+            if i % 2 == 0:
+                current &= np.cumsum(current) <= n
+            keep |= current
+        return np.flatnonzero(keep)
+
+    split = build_split(mnist_even(100, subset_order="first"))
+    train_y = np.load(os.path.join(mirror, "mnist_train.npz"))["labels"]
+    test_y = np.load(os.path.join(mirror, "mnist_test.npz"))["labels"]
+    assert np.array_equal(split.indices["train"], source_filter(train_y, 60))
+    assert np.array_equal(split.indices["test"], source_filter(test_y, 10))
+    seeded = build_split(mnist_even(100))
+    assert seeded.class_counts == split.class_counts and seeded.fingerprint != split.fingerprint
+    with pytest.raises(ConfigError, match=r"^data\.subset_order='last' is not allowed: one of seeded, first"):
+        mnist_even(100, subset_order="last")
+
+
 # ----------------------------------------------------------------------------- validation split
 def test_validation_split_is_stratified_and_disjoint():
     plain = build_split(synthetic_lt(50, num_classes=10))

@@ -91,7 +91,8 @@ def build_split(cfg: DataConfig) -> ImbalancedSplit:
     test_n = test_available if cfg.test_policy == "balanced" else _targets(
         cfg, test_available, cfg.test_n_max, kept, names, "test")
 
-    chosen = [_first(raw.train_labels, c, n, [cfg.subset_seed, _TRAIN_STREAM, c]) for c, n in zip(kept, train_n)]
+    chosen = [_first(raw.train_labels, c, n, [cfg.subset_seed, _TRAIN_STREAM, c], cfg.subset_order)
+              for c, n in zip(kept, train_n)]
     # Validation takes the tail of each class's chosen prefix, so the training part stays a prefix of
     # the class permutation and remains nested across r.
     own_val = raw.val_labels is not None
@@ -100,7 +101,8 @@ def build_split(cfg: DataConfig) -> ImbalancedSplit:
         "train": [idx[: len(idx) - v] for idx, v in zip(chosen, n_val)],
         "val": ([np.flatnonzero(raw.val_labels == c) for c in kept] if own_val else
                 [idx[len(idx) - v:] for idx, v in zip(chosen, n_val)]),
-        "test": [_first(raw.test_labels, c, n, [cfg.subset_seed, _TEST_STREAM, c]) for c, n in zip(kept, test_n)],
+        "test": [_first(raw.test_labels, c, n, [cfg.subset_seed, _TEST_STREAM, c], cfg.subset_order)
+                 for c, n in zip(kept, test_n)],
     }
     relabel = np.full(n_source, -1, np.int64)
     relabel[kept] = np.arange(len(kept))
@@ -149,16 +151,17 @@ def _targets(cfg: DataConfig, available: list[int], n_max: int | None, kept: lis
     return [min(n, a) for n, a in zip(counts, available)]
 
 
-def class_order(labels: np.ndarray, label: int, seed: list[int]) -> np.ndarray:
-    """The class's source indices in a seeded order: a split takes a prefix of it (independent of its length,
-    hence nested across r); the unlabelled split of semi-supervised runs takes what follows the labelled part."""
+def class_order(labels: np.ndarray, label: int, seed: list[int], order: str = "seeded") -> np.ndarray:
+    """The class's source indices in a seeded order (``data.subset_order=first``: in the source's order): a split
+    takes a prefix of it (independent of its length, hence nested across r); the unlabelled split of
+    semi-supervised runs takes what follows the labelled part."""
     members = np.flatnonzero(labels == label)
-    return members[np.random.default_rng(seed).permutation(len(members))]
+    return members if order == "first" else members[np.random.default_rng(seed).permutation(len(members))]
 
 
-def _first(labels: np.ndarray, label: int, n: int, seed: list[int]) -> np.ndarray:
-    """The first ``n`` of the class's seeded order."""
-    return class_order(labels, label, seed)[:n]
+def _first(labels: np.ndarray, label: int, n: int, seed: list[int], order: str = "seeded") -> np.ndarray:
+    """The first ``n`` of the class's order."""
+    return class_order(labels, label, seed, order)[:n]
 
 
 def _channel_stats(x: np.ndarray) -> tuple[list[float], list[float]]:

@@ -56,7 +56,8 @@ def build_unlabelled(data_cfg: DataConfig, ssl_cfg: SSLConfig, labelled: Imbalan
     taken = [t + v for t, v in zip(labelled.class_counts["train"], labelled.class_counts["val"])]
     parts = []
     for k, (label, n, m) in enumerate(zip(kept, taken, wanted)):
-        order = class_order(raw.train_labels, label, [data_cfg.subset_seed, _TRAIN_STREAM, label])
+        order = class_order(raw.train_labels, label, [data_cfg.subset_seed, _TRAIN_STREAM, label],
+                            data_cfg.subset_order)
         check(n + m <= len(order), "ssl.unlabelled_n_max", ssl_cfg.unlabelled_n_max,
               f"at most {len(order) - n} unlabelled images for class {k} '{labelled.class_names[k]}' "
               f"({len(order)} in the source, {n} labelled)")
