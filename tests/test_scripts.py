@@ -116,3 +116,19 @@ def test_the_readme_reproduction_table_is_the_results_pages_index(capsys):
     assert table.main(["--check"]) == 0, capsys.readouterr().err
     for row in table.rows():
         assert f"(docs/results/{row['page']})" in table.README.read_text()
+
+
+def test_subset_spread_rebuilds_a_run_and_scores_its_own_test_subset_as_the_run_did(tmp_path):
+    """scripts/reference/subset_spread.py rebuilds a finished run's network from its recorded config and
+    ``model.pt``, predicts the source's whole test set, and on the run's own test subset gets the run's own test
+    macro F1; the first n and random draws of n per reduced class are scored on the same predictions."""
+    spread = script("reference/subset_spread")
+    run = tmp_path / "run"
+    metrics = run_in_process(run, *TINY, "loss=affinity", "data.test_policy=reduced", "data.test_n_max=32")
+    assert metrics["data"]["class_counts"]["test"] == [32, 16, 8]  # classes 1 and 2 have reduced test sets
+    result = spread.spread(run, draws=20)
+    assert result["method"] == "affinity" and len(result["whole_test_recall"]) == 3
+    assert result["own_subset"] == round(metrics["test"]["macro_f1"], 4)
+    q = result["random"]
+    assert q["draws"] == 20 and 0 <= q["q05"] <= q["mean"] <= q["q95"] <= q["max"] <= 1
+    assert 0 <= result["first_n"] <= 1
