@@ -30,6 +30,7 @@ def main() -> None:
     p.add_argument("--published", type=float, action="append", default=[],
                    help="a published macro F1 in %% to draw as a line (repeatable)")
     p.add_argument("--title", default="")
+    p.add_argument("--ymin", type=float, default=0.0, help="lower end of the macro F1 axis, in %%")
     args = p.parse_args()
     fig, (f1_ax, loss_ax) = plt.subplots(1, 2, figsize=(12, 4.2))
     for curve in args.curves:
@@ -41,7 +42,7 @@ def main() -> None:
     for value in args.published:
         f1_ax.axhline(value, color="grey", ls="--", lw=0.8)
         f1_ax.annotate(f"published {value:g}", (1, value), fontsize=8, color="grey", va="bottom")
-    f1_ax.set(xlabel="epoch", ylabel="test macro F1 (%)", ylim=(0, 100))
+    f1_ax.set(xlabel="epoch", ylabel="test macro F1 (%)", ylim=(args.ymin, 100))
     loss_ax.set(xlabel="epoch", ylabel="training loss (epoch mean)", yscale="log")
     for ax in (f1_ax, loss_ax):
         ax.grid(alpha=0.3)
