@@ -50,6 +50,8 @@ CURVES_PNG = "summary_curves.png"
 STATUSES = ("done", "failed", "unfinished", "corrupt")
 # Overrides that are axes of the summary, not part of a method's name.
 AXIS_KEYS = {"data.imbalance", "seed", "loss", "method"}
+# How a run was executed or watched, not what it computes: runs that differ only in these are one method's.
+EXECUTION_KEYS = {"trainer.progress", "trainer.threads", "trainer.checkpoint_every", "trainer.sync_check", "tags"}
 # Columns: the run's test headline (imbalance_lab.metrics.HEADLINE), the mean F1 of its smallest class(es)
 # and its validation macro F1; all are in the aggregate CSV, summary.md leaves out accuracy (= micro F1).
 # method=majority_only runs also record a raw-pixel Gaussian's test AUROC on the same images: the bar a learned
@@ -224,6 +226,22 @@ def _number(value):
     return number
 
 
+def _override_value(value: str | None) -> str:
+    """An override's value as Hydra reads it (``false`` and ``False`` are one value, ``1e-3`` and ``0.001``)."""
+    if value is None:
+        return "None"
+    try:
+        loaded = yaml.safe_load(value)
+    except yaml.YAMLError:
+        return value
+    if isinstance(loaded, str):  # YAML 1.1 reads 1e-3 as a string, Hydra as a number
+        try:
+            loaded = float(loaded)
+        except ValueError:
+            pass
+    return repr(loaded)
+
+
 def _override_label(key: str, value) -> str:
     short = key.removeprefix("loss.")
     return f"{short}={value}"
@@ -237,8 +255,14 @@ def collect_runs(sweep_dir: Path) -> pd.DataFrame:
     for row in rows:
         override_keys += [k for k in row["overrides"] if k not in override_keys]
     # The method: loss name plus every override that varies across the sweep and is not an axis.
-    varying = [k for k in override_keys if k not in AXIS_KEYS and not k.startswith("hydra")
-               and len({str(r["overrides"].get(k)) for r in rows}) > 1]
+    varying = [k for k in override_keys if k not in AXIS_KEYS | EXECUTION_KEYS
+               and not k.startswith(("hydra", "logger"))
+               and len({_override_value(r["overrides"].get(k)) for r in rows}) > 1]
+    spelling: dict[tuple[str, str], str] = {}  # one label per value, however each run spelled it
+    for row in rows:
+        for k in varying:
+            value = row["overrides"].get(k)
+            spelling.setdefault((k, _override_value(value)), value)
     fixed = ["run", "status", "reason", "method", "loss", "imbalance_ratio", "seed"]
     tail = (["dataset"] + AGGREGATED
             + ["test_evaluations", "epochs", "wall_seconds", "finished_at", "dataset_note", "headline", "tags",
@@ -252,7 +276,8 @@ def collect_runs(sweep_dir: Path) -> pd.DataFrame:
         base = str(row.pop("base_method") or "?")
         # majority_only trains no configured loss: loss settings that vary for the other runs are not its own
         # an override that only restates the base name (decoupled.mode=crt of method crt) adds nothing
-        parts = [base] + [_override_label(k, overrides[k]) for k in varying if overrides.get(k) is not None
+        parts = [base] + [_override_label(k, spelling[k, _override_value(overrides[k])]) for k in varying
+                          if overrides.get(k) is not None
                           and str(overrides[k]) != base
                           and not (base == "majority_only" and k.startswith("loss"))]
         row["method"] = " ".join(parts)

@@ -117,6 +117,20 @@ def test_majority_only_is_not_labelled_with_the_loss_settings_the_other_runs_swe
     assert labels == ["focal gamma=0", "focal gamma=2", "majority_only"]
 
 
+def test_runs_that_differ_only_in_how_they_ran_or_in_spelling_are_one_method(tmp_path):
+    """trainer.threads / trainer.progress say how a run was executed, not what it computes; false and False,
+    1e-3 and 0.001 are one value to Hydra. A setting that really varies still names the method."""
+    sweep = tmp_path / "sweep"
+    make_run(sweep, {"loss": "ce", "seed": "0", "trainer.threads": "1", "trainer.progress": "false",
+                     "optim.lr": "1e-3"})
+    make_run(sweep, {"loss": "ce", "seed": "1", "trainer.threads": "2", "trainer.progress": "False",
+                     "optim.lr": "0.001"})
+    assert sorted(report.collect_runs(sweep)["method"]) == ["ce", "ce"]
+    make_run(sweep, {"loss": "ce", "seed": "2", "optim.lr": "0.01"})
+    runs = report.collect_runs(sweep).set_index("seed")["method"]
+    assert runs[0] == runs[1] != runs[2] and runs[2] == "ce optim.lr=0.01"
+
+
 def test_report_reads_what_the_run_was_from_metrics_json(tmp_path):
     sweep = tmp_path / "sweep"
     run = make_run(sweep, {"seed": "0"})  # the loss option came from a preset: it is in no override

@@ -9,6 +9,7 @@ Each curve is LABEL=PATH, PATH a run's ``metrics.json`` (its ``history``) or the
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 from pathlib import Path
 
@@ -26,16 +27,20 @@ def history(path: Path) -> list[dict]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("curves", nargs="+", metavar="LABEL=PATH")
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--out", type=Path, help="the figure (PNG)")
     p.add_argument("--published", type=float, action="append", default=[],
                    help="a published macro F1 in %% to draw as a line (repeatable)")
     p.add_argument("--title", default="")
+    p.add_argument("--csv", type=Path, help="also write the curves here: label, epoch, loss, test_macro_f1")
     p.add_argument("--ymin", type=float, default=0.0, help="lower end of the macro F1 axis, in %%")
     args = p.parse_args()
     fig, (f1_ax, loss_ax) = plt.subplots(1, 2, figsize=(12, 4.2))
+    table = []
     for curve in args.curves:
-        label, _, path = curve.partition("=")
+        label, _, path = curve.partition("=")  # the first "=": labels have none, run folder names may
         rows = history(Path(path))
+        table += [{"label": label, "epoch": r["epoch"], "loss": r["loss"], "test_macro_f1": r["test_macro_f1"]}
+                  for r in rows]
         epochs = [r["epoch"] for r in rows]
         f1_ax.plot(epochs, [100 * r["test_macro_f1"] for r in rows], label=label, lw=1.2)
         loss_ax.plot(epochs, [r["loss"] for r in rows], label=label, lw=1.2)
@@ -50,7 +55,13 @@ def main() -> None:
     if args.title:
         fig.suptitle(args.title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(args.out, dpi=110)
+    if args.out:
+        fig.savefig(args.out, dpi=110)
+    if args.csv:
+        with args.csv.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(table[0]))
+            writer.writeheader()
+            writer.writerows(table)
 
 
 if __name__ == "__main__":
