@@ -8,7 +8,6 @@ The stem depends on the image size: up to ``SMALL_IMAGE_MAX`` (64) pixels it is 
 ResNet-18s trains as one vmapped model like the other backbones.
 """
 
-import torchvision
 from torch import nn
 
 from .cnn import GlobalAvgPool
@@ -19,7 +18,10 @@ SMALL_IMAGE_MAX = 64  # image sizes up to this get the small-image stem
 def resnet18(in_channels: int, image_size: int = 32) -> nn.Module:
     """torchvision's ResNet-18 without its fc (``out_features`` 512); a 3x3 stride-1 stem without max-pool
     for images of at most ``SMALL_IMAGE_MAX`` pixels."""
-    net = torchvision.models.resnet18(weights=None)
+    # imported here: torchvision.models pulls in torch._dynamo, 1.5 s of every command's start-up otherwise
+    from torchvision.models import resnet18 as torchvision_resnet18
+
+    net = torchvision_resnet18(weights=None)
     if image_size <= SMALL_IMAGE_MAX:
         net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
         net.maxpool = nn.Identity()

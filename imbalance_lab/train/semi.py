@@ -27,12 +27,15 @@ import torch
 
 from .augment import random_crop_flip
 from .objective import Objective
-from .randaugment import strong_augment
 
 
 class FixMatchObjective(Objective):
     def __init__(self, model: torch.nn.Module, loss_fn, unlabelled_x: torch.Tensor, hidden_y: torch.Tensor,
                  mu: int, batch_size: int, ema_decay: float):
+        # imported here: RandAugment needs torchvision, whose import (~2 s) every other command would pay
+        from .randaugment import strong_augment
+
+        self.strong_augment = strong_augment
         self.loss_fn = loss_fn
         self.unlabelled_x, self.hidden_y = unlabelled_x, hidden_y
         self.per_step, self.decay = mu * batch_size, ema_decay
@@ -67,7 +70,7 @@ class FixMatchObjective(Objective):
         self.drawn = self.order[step * self.per_step:(step + 1) * self.per_step]
         u = self.unlabelled_x[self.drawn]
         weak = random_crop_flip(u, generator=generator)
-        strong = strong_augment(random_crop_flip(u, generator=generator), generator)
+        strong = self.strong_augment(random_crop_flip(u, generator=generator), generator)
         return torch.cat([xb, weak, strong])
 
     @torch.no_grad()
